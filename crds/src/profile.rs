@@ -1,0 +1,443 @@
+//! `HermesProfile`: the boundary a platform team draws around tasks.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{CelRule, add_cel};
+use crate::shared::{Budget, EgressRule, RunPhase};
+use crate::validation::{ImageRef, ObjectName, ScopeGlob, Timeout};
+
+/// The boundary tasks run in, set by the platform team: images, egress,
+/// credentials, isolation, budgets and caps. A HermesTask names a profile and
+/// may narrow it, never widen it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "hermes.dev",
+    version = "v1alpha1",
+    kind = "HermesProfile",
+    plural = "hermesprofiles",
+    shortname = "hp",
+    category = "hermes",
+    namespaced,
+    derive = "PartialEq",
+    doc = "A HermesProfile is the boundary HermesTasks run in, set by the platform team: images, per-phase egress, credentials, isolation, budgets and concurrency caps. Tasks may narrow it, never widen it.",
+    printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".spec.agent.image","description":"The agent image."}"#,
+    printcolumn = r#"{"name":"Max-Running","type":"integer","jsonPath":".spec.concurrency.maxRunning","description":"Tasks that may run at once."}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HermesProfileSpec {
+    /// The implementing agent: image and command. It runs in the implement
+    /// phase with the task file as its prompt.
+    pub agent: AgentSpec,
+
+    /// The reviewing agent: image and command. It runs in the review phase
+    /// with read-only tools and a prompt of its own ("is this safe to keep?").
+    pub reviewer: AgentSpec,
+
+    /// The runner: this project's static binary that does every git step.
+    pub runner: RunnerSpec,
+
+    /// Pull policy for every image: Always, IfNotPresent (default) or Never.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+
+    /// Where each phase's pods may connect, besides the cluster DNS resolver.
+    /// Everything else is denied. Cloud metadata addresses are always denied.
+    #[serde(default)]
+    pub egress: PhaseEgress,
+
+    /// The cluster DNS resolver the pods may query (and nothing else on port 53).
+    #[serde(default)]
+    pub dns: DnsSpec,
+
+    /// Names of Secrets (in the task's namespace) holding credentials. Each is
+    /// mounted only in the phase that needs it, as files.
+    #[serde(default)]
+    pub secrets: ProfileSecrets,
+
+    /// RuntimeClass for every task pod (for example gVisor or Kata), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<ObjectName>,
+
+    /// The per-task repository volume.
+    #[serde(default)]
+    pub volume: VolumeSpec,
+
+    /// Default and largest timeout of each phase. A missing phase uses the
+    /// built-in values (prepare 10m/30m, implement 30m/2h, review 15m/1h,
+    /// publish 10m/30m).
+    #[serde(default)]
+    pub timeouts: ProfileTimeouts,
+
+    /// Default and largest agent budget. Tasks may lower the defaults, never
+    /// go above the caps.
+    #[serde(default)]
+    pub budget: BudgetBounds,
+
+    /// How many times a phase is retried after an infrastructure failure
+    /// (eviction, node loss, missing image, deleted pod), 0 to 10; default 2.
+    /// Agent failures and timeouts are never retried.
+    #[serde(default = "default_infrastructure_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub infrastructure_retries: i32,
+
+    /// How many of this profile's tasks may be in flight.
+    #[serde(default)]
+    pub concurrency: Concurrency,
+
+    /// The deterministic checks the review applies whatever the model says.
+    #[serde(default)]
+    pub policy: ReviewPolicy,
+}
+
+fn default_infrastructure_retries() -> i32 {
+    2
+}
+
+/// An agent's image and command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// Container image, by digest in production (`...@sha256:...`).
+    pub image: ImageRef,
+    /// The command to run, with its arguments (for example `["claude", "-p"]`).
+    /// The task file is passed on standard input; the working directory is
+    /// the repository.
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 1024)))]
+    pub command: Vec<String>,
+    /// CPU and memory for the container. Unset: 1 CPU and 2Gi requested and limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// The runner's image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerSpec {
+    /// Container image of the runner, by digest in production.
+    pub image: ImageRef,
+    /// CPU and memory for runner containers. Unset: 250m CPU and 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// When the node pulls an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull when the node does not have it.
+    #[default]
+    IfNotPresent,
+    /// Never pull; the node must have it.
+    Never,
+}
+
+/// Egress allowlists, one per phase.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseEgress {
+    /// Where the prepare pod may connect: the git host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub prepare: Vec<EgressRule>,
+    /// Where the implement pod (the agent) may connect: the model API and
+    /// whatever else the platform team allows (package mirrors, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub implement: Vec<EgressRule>,
+    /// Where the review pod may connect: the model API only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub review: Vec<EgressRule>,
+    /// Where the publish pod may connect: the git host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub publish: Vec<EgressRule>,
+}
+
+impl PhaseEgress {
+    /// The allowlist of one phase.
+    pub fn get(&self, phase: RunPhase) -> &[EgressRule] {
+        match phase {
+            RunPhase::Prepare => &self.prepare,
+            RunPhase::Implement => &self.implement,
+            RunPhase::Review => &self.review,
+            RunPhase::Publish => &self.publish,
+        }
+    }
+}
+
+/// The cluster DNS resolver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsSpec {
+    /// Namespace of the resolver's pods. Default `kube-system`.
+    #[serde(default = "default_dns_namespace")]
+    pub namespace: ObjectName,
+    /// Labels of the resolver's pods. Default `k8s-app: kube-dns`.
+    #[serde(default = "default_dns_labels")]
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+impl Default for DnsSpec {
+    fn default() -> Self {
+        Self {
+            namespace: default_dns_namespace(),
+            pod_labels: default_dns_labels(),
+        }
+    }
+}
+
+fn default_dns_namespace() -> ObjectName {
+    ObjectName("kube-system".into())
+}
+
+fn default_dns_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])
+}
+
+/// Secret names for each kind of credential.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileSecrets {
+    /// Model API credentials, mounted in implement and review only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ObjectName>,
+    /// Git read credentials, mounted in prepare only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_read: Option<ObjectName>,
+    /// Git push credentials, mounted in publish only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_push: Option<ObjectName>,
+}
+
+/// The per-task repository volume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    /// Size of the volume. Default `2Gi`.
+    #[serde(default = "default_volume_size")]
+    pub size: Quantity,
+    /// StorageClass of the volume; unset uses the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<ObjectName>,
+    /// How long the volume is kept after the task ends, for inspection
+    /// (`30m`, `24h`). Unset: deleted when the task ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_after_completion: Option<Timeout>,
+}
+
+impl Default for VolumeSpec {
+    fn default() -> Self {
+        Self {
+            size: default_volume_size(),
+            storage_class_name: None,
+            retain_after_completion: None,
+        }
+    }
+}
+
+fn default_volume_size() -> Quantity {
+    Quantity("2Gi".into())
+}
+
+/// Timeout bounds for each phase.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileTimeouts {
+    /// Bounds for cloning the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<TimeoutBounds>,
+    /// Bounds for the agent's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implement: Option<TimeoutBounds>,
+    /// Bounds for the review Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<TimeoutBounds>,
+    /// Bounds for merging and pushing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<TimeoutBounds>,
+}
+
+impl ProfileTimeouts {
+    /// The bounds of one phase, if set.
+    pub fn get(&self, phase: RunPhase) -> Option<&TimeoutBounds> {
+        match phase {
+            RunPhase::Prepare => self.prepare.as_ref(),
+            RunPhase::Implement => self.implement.as_ref(),
+            RunPhase::Review => self.review.as_ref(),
+            RunPhase::Publish => self.publish.as_ref(),
+        }
+    }
+}
+
+/// A phase's default timeout and the most a task may ask for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = timeout_bounds_rules)]
+pub struct TimeoutBounds {
+    /// The timeout of a task that sets none.
+    pub default: Timeout,
+    /// The largest timeout a task may set; at least `default`.
+    pub max: Timeout,
+}
+
+/// A CEL test that a Timeout string is well formed, so `duration()` is safe.
+fn timeout_ok(expr: &str) -> String {
+    format!("{expr}.matches(r'{}') && {expr}.matches(r'[0-9]')", Timeout::PATTERN)
+}
+
+fn timeout_bounds_rules(schema: &mut Schema) {
+    add_cel(
+        schema,
+        &[CelRule::new(
+            format!(
+                "!({} && {}) || duration(self.default) <= duration(self.max)",
+                timeout_ok("self.default"),
+                timeout_ok("self.max")
+            ),
+            "the default timeout must not exceed max",
+        )
+        .at(".default")],
+    );
+}
+
+/// Default and largest budgets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = budget_bounds_rules)]
+pub struct BudgetBounds {
+    /// The budget of a task that sets none.
+    #[serde(default)]
+    pub default: Budget,
+    /// The largest budget a task may set, field by field.
+    #[serde(default)]
+    pub max: Budget,
+}
+
+fn budget_bounds_rules(schema: &mut Schema) {
+    add_cel(
+        schema,
+        &[
+            CelRule::new(
+                "!has(self.default.tokens) || !has(self.max.tokens) || self.default.tokens <= self.max.tokens",
+                "budget.default.tokens must not exceed budget.max.tokens",
+            )
+            .at(".default.tokens"),
+            CelRule::new(
+                "!has(self.default.turns) || !has(self.max.turns) || self.default.turns <= self.max.turns",
+                "budget.default.turns must not exceed budget.max.turns",
+            )
+            .at(".default.turns"),
+            CelRule::new(
+                format!(
+                    "!has(self.default.costUsd) || !has(self.max.costUsd) || !self.default.costUsd.matches(r'{p}') || !self.max.costUsd.matches(r'{p}') || double(self.default.costUsd) <= double(self.max.costUsd)",
+                    p = crate::validation::Usd::PATTERN
+                ),
+                "budget.default.costUsd must not exceed budget.max.costUsd",
+            )
+            .at(".default.costUsd"),
+        ],
+    );
+}
+
+/// Concurrency caps of a profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Concurrency {
+    /// Tasks of this profile that may run at once (preparing, implementing,
+    /// reviewing or publishing); more wait in `Queued`. At least 1; default 10.
+    #[serde(default = "default_max_running")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub max_running: i32,
+    /// Tasks of this profile that may wait for a person's review at once.
+    /// While it is full, no new task of this profile starts: work nobody can
+    /// review is not worth starting. At least 1; default 20.
+    #[serde(default = "default_max_awaiting_review")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub max_awaiting_review: i32,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self {
+            max_running: default_max_running(),
+            max_awaiting_review: default_max_awaiting_review(),
+        }
+    }
+}
+
+fn default_max_running() -> i32 {
+    10
+}
+
+fn default_max_awaiting_review() -> i32 {
+    20
+}
+
+/// The review's deterministic checks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewPolicy {
+    /// What a change outside the task's scope is: `reject` (default) or `warn`.
+    #[serde(default)]
+    pub out_of_scope: OutOfScope,
+    /// Globs of paths no task may change, whatever its scope (CI configuration,
+    /// agent settings, code owners). Default: `.github/**`, `.gitlab-ci.yml`,
+    /// `.claude/**`, `.mcp.json`, `**/CLAUDE.md`, `CODEOWNERS`, `**/CODEOWNERS`.
+    #[serde(default = "default_protected_paths")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub protected_paths: Vec<ScopeGlob>,
+    /// Largest file the change may add or grow to, in bytes; default 1 MiB.
+    #[serde(default = "default_max_file_bytes")]
+    #[schemars(range(min = 1, max = 1_073_741_824))]
+    pub max_file_bytes: i64,
+}
+
+impl Default for ReviewPolicy {
+    fn default() -> Self {
+        Self {
+            out_of_scope: OutOfScope::default(),
+            protected_paths: default_protected_paths(),
+            max_file_bytes: default_max_file_bytes(),
+        }
+    }
+}
+
+fn default_protected_paths() -> Vec<ScopeGlob> {
+    [
+        ".github/**",
+        ".gitlab-ci.yml",
+        ".claude/**",
+        ".mcp.json",
+        "**/CLAUDE.md",
+        "CODEOWNERS",
+        "**/CODEOWNERS",
+    ]
+    .into_iter()
+    .map(ScopeGlob::from)
+    .collect()
+}
+
+fn default_max_file_bytes() -> i64 {
+    1 << 20
+}
+
+/// What a change outside the task's scope is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OutOfScope {
+    /// A reject finding: the change cannot be kept.
+    #[default]
+    Reject,
+    /// A warning finding.
+    Warn,
+}
