@@ -22,6 +22,8 @@ pub mod shared;
 mod status;
 pub mod task;
 pub mod validation;
+#[cfg(any(test, feature = "test-vectors"))]
+pub mod vectors;
 
 pub use profile::{HermesProfile, HermesProfileSpec};
 pub use shared::{Budget, EgressPort, EgressRule, Protocol, RunPhase};

@@ -224,7 +224,7 @@ static REPO_URL_RULES_LIST: &[PatternRule] = &[
             path_chars!(),
             "+|([A-Za-z0-9._-]+@)?",
             host!(),
-            ":[^\\x00-\\x20\\x7f:-]",
+            ":/?[^\\x00-\\x20\\x7f:/-]",
             path_chars!(),
             "*)$"
         ),
