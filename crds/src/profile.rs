@@ -291,7 +291,10 @@ pub struct TimeoutBounds {
 
 /// A CEL test that a Timeout string is well formed, so `duration()` is safe.
 fn timeout_ok(expr: &str) -> String {
-    format!("{expr}.matches(r'{}') && {expr}.matches(r'[0-9]')", Timeout::PATTERN)
+    format!(
+        "{expr}.matches(r'{}') && {expr}.matches(r'[0-9]')",
+        Timeout::PATTERN
+    )
 }
 
 fn timeout_bounds_rules(schema: &mut Schema) {

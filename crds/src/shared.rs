@@ -70,7 +70,9 @@ pub struct Budget {
 }
 
 /// The phases of a task's run, in order. Each runs as its own Job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum RunPhase {
     /// Clone the base branch into the task's repo volume (git read credentials only).

@@ -13,8 +13,8 @@ use regex::Regex;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use crate::rules::{PatternRule, RuleSet};
 use crate::rule_set;
+use crate::rules::{PatternRule, RuleSet};
 
 /// Why a value was refused. `field` is the JSON path the API server would name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +142,10 @@ static BRANCH_RULES_LIST: &[PatternRule] = &[
         "^/|/$|//",
         "must be a git branch name: no leading or trailing '/', and no '//'",
     ),
-    PatternRule::forbid(r"\.$", "must be a git branch name: it must not end with '.'"),
+    PatternRule::forbid(
+        r"\.$",
+        "must be a git branch name: it must not end with '.'",
+    ),
     PatternRule::forbid(
         r"(^|/)\.",
         "must be a git branch name: no path component may start with '.'",
@@ -530,8 +533,7 @@ pub struct Usd(pub String);
 impl Usd {
     /// The format rule.
     pub const PATTERN: &'static str = r"^[0-9]{1,6}(\.[0-9]{1,6})?$";
-    const MESSAGE: &'static str =
-        "must be an amount of US dollars such as \"5\" or \"12.50\": more than 0, at most 100000, at most six decimals";
+    const MESSAGE: &'static str = "must be an amount of US dollars such as \"5\" or \"12.50\": more than 0, at most 100000, at most six decimals";
     /// The largest amount accepted, in millionths of a dollar.
     pub const MAX_MICROS: u64 = 100_000 * 1_000_000;
 
@@ -546,7 +548,11 @@ impl Usd {
             None => (self.0.as_str(), ""),
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(whole) || whole.len() > 6 || (self.0.contains('.') && !digits(frac)) || frac.len() > 6 {
+        if !digits(whole)
+            || whole.len() > 6
+            || (self.0.contains('.') && !digits(frac))
+            || frac.len() > 6
+        {
             return Err(bad());
         }
         let whole: u64 = whole.parse().map_err(|_| bad())?;

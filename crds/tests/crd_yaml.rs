@@ -1,3 +1,5 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Tests: a failed expectation is the report.
+
 //! The checked-in CRD YAML is what the Rust types generate, and the schema is
 //! fit for `kubectl explain` and server-side apply.
 
@@ -15,8 +17,8 @@ fn checked_in_crd_yaml_is_up_to_date() {
     assert_eq!(files.len(), 2);
     for (name, text) in files {
         let path = chart_crds().join(&name);
-        let on_disk = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let on_disk =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             on_disk == text,
             "{} is stale: run `cargo run -p hermes-crds --bin crdgen` and commit the result",
@@ -31,7 +33,10 @@ fn checked_in_crd_yaml_is_up_to_date() {
     listed.sort();
     assert_eq!(
         listed,
-        ["hermesprofiles.hermes.dev.yaml", "hermestasks.hermes.dev.yaml"],
+        [
+            "hermesprofiles.hermes.dev.yaml",
+            "hermestasks.hermes.dev.yaml"
+        ],
         "charts/hermes/crds holds exactly the generated CRDs"
     );
 }
@@ -42,9 +47,18 @@ fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
         for (name, sub) in props {
             let p = format!("{path}.{name}");
             // Kubernetes documents metadata, apiVersion and kind itself.
-            let builtin = path.is_empty() && ["metadata", "apiVersion", "kind"].contains(&name.as_str());
-            let inside_k8s_type = path.contains(".conditions") || path.contains(".resources") || path.ends_with("Time");
-            if !builtin && !inside_k8s_type && sub.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            let builtin =
+                path.is_empty() && ["metadata", "apiVersion", "kind"].contains(&name.as_str());
+            let inside_k8s_type = path.contains(".conditions")
+                || path.contains(".resources")
+                || path.ends_with("Time");
+            if !builtin
+                && !inside_k8s_type
+                && sub
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            {
                 out.push(p.clone());
             }
             undocumented(sub, &p, out);
@@ -67,7 +81,11 @@ fn every_field_has_a_description_for_kubectl_explain() {
             let value = serde_json::to_value(schema).expect("schema as JSON");
             let mut missing = Vec::new();
             undocumented(&value, "", &mut missing);
-            assert!(missing.is_empty(), "{}: fields without a doc comment: {missing:?}", crd.spec.names.kind);
+            assert!(
+                missing.is_empty(),
+                "{}: fields without a doc comment: {missing:?}",
+                crd.spec.names.kind
+            );
         }
     }
 }
@@ -78,9 +96,17 @@ fn task_has_status_subresource_short_name_and_printer_columns() {
         .into_iter()
         .find(|c| c.spec.names.kind == "HermesTask")
         .expect("task CRD");
-    assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["ht".to_owned()][..]));
+    assert_eq!(
+        crd.spec.names.short_names.as_deref(),
+        Some(&["ht".to_owned()][..])
+    );
     let v = &crd.spec.versions[0];
-    assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(
+        v.subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
     let cols: Vec<(&str, i32)> = v
         .additional_printer_columns
         .as_deref()
@@ -90,7 +116,14 @@ fn task_has_status_subresource_short_name_and_printer_columns() {
         .collect();
     assert_eq!(
         cols,
-        [("Phase", 0), ("Verdict", 0), ("Branch", 0), ("Age", 0), ("Profile", 1), ("Head", 1)]
+        [
+            ("Phase", 0),
+            ("Verdict", 0),
+            ("Branch", 0),
+            ("Age", 0),
+            ("Profile", 1),
+            ("Head", 1)
+        ]
     );
 }
 

@@ -54,16 +54,26 @@ fn repo_url_with_a_token_is_refused_for_its_credentials() {
     let err = RepoUrl::from("https://x-access-token:abc@git.example.com/o/r.git")
         .validate("spec.repo.url")
         .expect_err("credentials are refused");
-    assert!(err.to_string().contains("must not embed credentials"), "{err}");
+    assert!(
+        err.to_string().contains("must not embed credentials"),
+        "{err}"
+    );
 }
 
 #[test]
 fn option_like_and_helper_urls_are_refused_with_their_own_messages() {
-    let dash = RepoUrl::from("--upload-pack=x").validate("u").expect_err("dash");
-    assert!(dash.to_string().contains("must not start with '-'"), "{dash}");
+    let dash = RepoUrl::from("--upload-pack=x")
+        .validate("u")
+        .expect_err("dash");
+    assert!(
+        dash.to_string().contains("must not start with '-'"),
+        "{dash}"
+    );
     let ext = RepoUrl::from("ext::sh").validate("u").expect_err("ext");
     assert!(ext.to_string().contains("remote helpers"), "{ext}");
-    let file = RepoUrl::from("file:///srv/r").validate("u").expect_err("file");
+    let file = RepoUrl::from("file:///srv/r")
+        .validate("u")
+        .expect_err("file");
     assert!(file.to_string().contains("file://"), "{file}");
 }
 
@@ -87,7 +97,9 @@ fn scope_glob_syntax_errors_are_caught_in_rust() {
 
 #[test]
 fn scope_glob_star_stays_within_one_path_component() {
-    let m = ScopeGlob::from("src/*.rs").matcher("s").expect("valid glob");
+    let m = ScopeGlob::from("src/*.rs")
+        .matcher("s")
+        .expect("valid glob");
     assert!(m.is_match("src/lib.rs"));
     assert!(!m.is_match("src/a/lib.rs"));
     let m = ScopeGlob::from("src/**").matcher("s").expect("valid glob");
@@ -113,7 +125,10 @@ fn object_names_are_rfc1123_subdomains() {
 
 #[test]
 fn image_references_accept_tags_and_digests() {
-    let digest = format!("registry.example.com/hermes/agent@sha256:{}", "a".repeat(64));
+    let digest = format!(
+        "registry.example.com/hermes/agent@sha256:{}",
+        "a".repeat(64)
+    );
     for (value, ok) in [
         ("hermes/runner:0.1.0", true),
         ("localhost:5000/hermes/agent:dev", true),
@@ -135,7 +150,13 @@ fn cidrs_must_parse_and_be_network_addresses() {
     assert!(Cidr::from("203.0.113.7/32").parse("c").is_ok());
     let err = Cidr::from("10.1.2.3/8").parse("c").expect_err("host bits");
     assert!(err.to_string().contains("network address"), "{err}");
-    for bad in ["10.0.0.0", "10.0.0.0/33", "example.com/8", "", "10.0.0.0/8 "] {
+    for bad in [
+        "10.0.0.0",
+        "10.0.0.0/33",
+        "example.com/8",
+        "",
+        "10.0.0.0/8 ",
+    ] {
         assert!(Cidr::from(bad).parse("c").is_err(), "{bad:?}");
     }
 }
@@ -148,7 +169,9 @@ fn timeouts_parse_hours_minutes_seconds_in_order() {
     assert_eq!(secs("1h30m"), Ok(5400));
     assert_eq!(secs("24h"), Ok(86400));
     assert_eq!(secs("1h0m1s"), Ok(3601));
-    for bad in ["", "0s", "25h", "24h1s", "10", "10x", "30m1h", "1.5h", "-5m", "h"] {
+    for bad in [
+        "", "0s", "25h", "24h1s", "10", "10x", "30m1h", "1.5h", "-5m", "h",
+    ] {
         assert!(secs(bad).is_err(), "{bad:?}");
     }
 }
@@ -160,7 +183,18 @@ fn money_is_exact_decimal_dollars() {
     assert_eq!(m("12.50"), Ok(12_500_000));
     assert_eq!(m("0.000001"), Ok(1));
     assert_eq!(m("100000"), Ok(Usd::MAX_MICROS));
-    for bad in ["0", "0.0", "100000.01", "1e3", "-1", "1.", ".5", "1.0000001", "abc", ""] {
+    for bad in [
+        "0",
+        "0.0",
+        "100000.01",
+        "1e3",
+        "-1",
+        "1.",
+        ".5",
+        "1.0000001",
+        "abc",
+        "",
+    ] {
         assert!(m(bad).is_err(), "{bad:?}");
     }
     assert_eq!(Usd::from_micros(12_500_000).0, "12.5");
