@@ -1,0 +1,219 @@
+use super::*;
+use crate::*;
+
+const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
+const BASE: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+fn finding(i: usize, severity: Severity) -> Finding {
+    Finding {
+        severity,
+        source: FindingSource::Policy,
+        code: "outOfScope".into(),
+        path: Some(format!("vendor/lib{i}/very/long/path/name/file.rs")),
+        message: format!("vendor/lib{i} is outside the task's scope"),
+    }
+}
+
+fn context(n: usize) -> StepResult {
+    StepResult::Context(ContextReport {
+        base_commit: BASE.into(),
+        head_commit: HEAD.into(),
+        diff: DiffStats {
+            files: 3,
+            insertions: 10,
+            deletions: 2,
+        },
+        out_of_scope: (0..n).map(|i| format!("vendor/lib{i}/file.rs")).collect(),
+        findings: (0..n)
+            .map(|i| {
+                finding(
+                    i,
+                    if i == n / 2 {
+                        Severity::Reject
+                    } else {
+                        Severity::Warn
+                    },
+                )
+            })
+            .collect(),
+        truncated: false,
+    })
+}
+
+#[test]
+fn every_result_round_trips() {
+    let results = [
+        StepResult::Prepared(Prepared {
+            base_commit: BASE.into(),
+            branch: "hermes/t".into(),
+            task_file_sha256: Some("ab".repeat(32)),
+        }),
+        StepResult::Collected(Collected {
+            head_commit: HEAD.into(),
+            commits: 2,
+            diff: DiffStats {
+                files: 1,
+                insertions: 4,
+                deletions: 0,
+            },
+            out_of_scope: vec![],
+            agent: Some(AgentReport {
+                exit_code: 0,
+                turns: 3,
+                input_tokens: 1200,
+                output_tokens: 300,
+                cost_usd: Some("0.0123".into()),
+                version: Some("2.1.197".into()),
+                ..AgentReport::default()
+            }),
+            truncated: false,
+        }),
+        context(3),
+        StepResult::Verdict(VerdictReport {
+            verdict: Verdict::Approve,
+            reviewed_commit: HEAD.into(),
+            summary: "Adds the flag and a test.".into(),
+            findings: vec![],
+            task_file_notes: Some("The task did not say which help text to use.".into()),
+            reviewer: None,
+            truncated: false,
+        }),
+        StepResult::Published(Published {
+            mode: PublishMode::Merge,
+            merge_commit: Some(HEAD.into()),
+            pushed: false,
+            push_error: Some("remote refused: protected branch".into()),
+        }),
+        StepResult::Failed(Failure {
+            step: Step::Publish,
+            reason: FailureReason::MergeConflict,
+            message: "conflict in src/lib.rs".into(),
+        }),
+    ];
+    for r in results {
+        let text = encode(&r).expect("fits");
+        assert!(text.starts_with("{\"v\":1,"), "{text}");
+        assert_eq!(decode(&text), Ok(r));
+    }
+}
+
+#[test]
+fn empty_message_is_an_error_not_a_default() {
+    assert_eq!(decode(""), Err(Error::Empty));
+    assert_eq!(decode(" \n"), Err(Error::Empty));
+}
+
+#[test]
+fn oversized_message_is_refused_before_parsing() {
+    let big = format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(MAX_MESSAGE_BYTES));
+    assert!(matches!(decode(&big), Err(Error::TooLarge { .. })));
+}
+
+#[test]
+fn other_schema_versions_are_refused() {
+    let text = encode(&context(1))
+        .expect("fits")
+        .replacen("\"v\":1", "\"v\":2", 1);
+    assert_eq!(decode(&text), Err(Error::UnsupportedVersion { found: 2 }));
+    assert!(matches!(
+        decode("{\"result\":{}}"),
+        Err(Error::Malformed(_))
+    ));
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let text = encode(&context(1)).expect("fits");
+    let text = text.replacen("\"diff\"", "\"approvedBy\":\"me\",\"diff\"", 1);
+    assert!(text.contains("approvedBy"));
+    assert!(matches!(decode(&text), Err(Error::Malformed(_))), "{text}");
+}
+
+#[test]
+fn malformed_values_are_refused() {
+    let bad_commit = encode(&context(1)).expect("fits").replace(HEAD, "HEAD");
+    assert_eq!(
+        decode(&bad_commit),
+        Err(Error::Invalid {
+            field: "headCommit",
+            problem: "not a full commit id"
+        })
+    );
+    let short = encode(&context(1))
+        .expect("fits")
+        .replace(HEAD, &HEAD[..12]);
+    assert!(matches!(decode(&short), Err(Error::Invalid { .. })));
+    let control = StepResult::Failed(Failure {
+        step: Step::Prepare,
+        reason: FailureReason::Internal,
+        message: "a\u{1b}[31mred".into(),
+    });
+    let text = encode(&control).expect("fits");
+    assert!(matches!(
+        decode(&text),
+        Err(Error::Invalid {
+            field: "message",
+            ..
+        })
+    ));
+    assert!(matches!(decode("not json"), Err(Error::Malformed(_))));
+}
+
+#[test]
+fn a_push_error_with_a_successful_push_is_inconsistent() {
+    let r = StepResult::Published(Published {
+        mode: PublishMode::Branch,
+        merge_commit: None,
+        pushed: true,
+        push_error: Some("x".into()),
+    });
+    assert!(matches!(
+        decode(&encode(&r).expect("fits")),
+        Err(Error::Invalid {
+            field: "pushError",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn encode_refuses_what_does_not_fit() {
+    assert!(matches!(encode(&context(200)), Err(Error::TooLarge { .. })));
+}
+
+#[test]
+fn encode_fitting_drops_entries_keeps_the_most_severe_and_marks_truncation() {
+    let text = encode_fitting(context(200)).expect("fits after dropping");
+    assert!(text.len() <= MAX_MESSAGE_BYTES);
+    let StepResult::Context(c) = decode(&text).expect("parses") else {
+        panic!("a context report")
+    };
+    assert!(c.truncated);
+    assert!(!c.findings.is_empty());
+    assert_eq!(
+        c.findings[0].severity,
+        Severity::Reject,
+        "the reject finding survives the cut"
+    );
+    assert_eq!(c.head_commit, HEAD);
+}
+
+#[test]
+fn encode_fitting_cuts_long_texts_on_character_boundaries() {
+    let r = StepResult::Verdict(VerdictReport {
+        verdict: Verdict::Reject,
+        reviewed_commit: HEAD.into(),
+        summary: "é".repeat(3000),
+        findings: vec![],
+        task_file_notes: None,
+        reviewer: None,
+        truncated: false,
+    });
+    let text = encode_fitting(r).expect("fits");
+    let StepResult::Verdict(v) = decode(&text).expect("parses") else {
+        panic!("a verdict")
+    };
+    assert!(v.truncated);
+    assert!(v.summary.len() <= MAX_TEXT_BYTES && v.summary.chars().all(|c| c == 'é'));
+    assert_eq!(v.verdict, Verdict::Reject);
+}
