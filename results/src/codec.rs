@@ -195,7 +195,7 @@ fn clamp(s: &mut String, max: usize) -> bool {
 
 fn clamp_findings(list: &mut Vec<Finding>) -> bool {
     let mut cut = false;
-    list.sort_by(|a, b| b.severity.cmp(&a.severity));
+    list.sort_by_key(|f| std::cmp::Reverse(f.severity));
     if list.len() > MAX_FINDINGS {
         list.truncate(MAX_FINDINGS);
         cut = true;
