@@ -11,6 +11,6 @@ log() { printf 'hermes-cluster: %s\n' "$*" >&2; }
 die() { printf 'hermes-cluster: error: %s\n' "$*" >&2; exit 1; }
 
 # A short digest of the pinned module sums: a change of pins is a new cache key.
-_sum_key() { sha256sum "$_lib_here/$1/go.mod" "$_lib_here/$1/go.sum" | sha256sum | cut -c1-12; }
+_sum_key() { cat "$_lib_here/$1/go.mod" "$_lib_here/$1/go.sum" | sha256sum | cut -c1-12; }
 k8s_bin_dir()  { echo "$HERMES_CACHE/kubernetes-${K8S_VERSION}-$(_sum_key k8s)/bin"; }
 etcd_bin_dir() { echo "$HERMES_CACHE/etcd-${ETCD_VERSION}-$(_sum_key etcd)/bin"; }
