@@ -1,0 +1,512 @@
+//! One Job per phase and attempt. Sequential steps are init containers
+//! followed by the main container; they hand files through an emptyDir. The
+//! main container's termination message is the phase's result.
+//!
+//! | phase     | containers                                    | repo volume | secret   |
+//! |-----------|-----------------------------------------------|-------------|----------|
+//! | prepare   | prepare                                       | rw          | git read |
+//! | implement | install-runner, agent → collect               | rw          | model    |
+//! | review    | context, install-runner, reviewer → verdict   | ro          | model    |
+//! | publish   | publish                                       | ro          | git push |
+
+use std::collections::BTreeMap;
+
+use hermes_crds::RunPhase;
+use hermes_crds::task::PublishMode;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, EnvVar, KeyToPath, PersistentVolumeClaimVolumeSource,
+    PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::storage::{repo_pvc_name, task_configmap_name};
+use super::{
+    ANNOTATION_TASK_NAME, BuildInput, LABEL_ATTEMPT, MAX_JOB_NAME, child_name, container,
+    empty_dir, labels, mount, paths, pod_security, resources,
+};
+
+/// What earlier phases established, as recorded in status.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseFacts {
+    /// The base commit prepare cloned.
+    pub base_commit: Option<String>,
+    /// The commit review decided on.
+    pub reviewed_commit: Option<String>,
+}
+
+/// `<task>-<phase>` for the first attempt, `<task>-<phase>-<n>` after.
+pub fn job_name(task: &str, phase: RunPhase, attempt: u32) -> String {
+    let suffix = if attempt <= 1 {
+        phase.as_str().to_owned()
+    } else {
+        format!("{}-{attempt}", phase.as_str())
+    };
+    child_name(task, &suffix, MAX_JOB_NAME)
+}
+
+const REPO_VOLUME: &str = "repo";
+const SCRATCH_VOLUME: &str = "scratch";
+const TMP_VOLUME: &str = "tmp";
+const BIN_VOLUME: &str = "hermes-bin";
+const HOME_VOLUME: &str = "home";
+const TASK_VOLUME: &str = "task";
+const GIT_VOLUME: &str = "git-credentials";
+const MODEL_VOLUME: &str = "model-credentials";
+
+fn secret_volume(volume: &str, secret: &str) -> Volume {
+    Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            items: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The task file the agent and the reviewer read.
+fn task_file(input: &BuildInput<'_>) -> &'static str {
+    let in_repo = input
+        .task
+        .spec
+        .task_ref
+        .as_ref()
+        .is_some_and(|r| r.repo_path.is_some());
+    if in_repo {
+        paths::TASK_FROM_REPO
+    } else {
+        paths::TASK_FILE
+    }
+}
+
+fn task_in_configmap(input: &BuildInput<'_>) -> bool {
+    task_file(input) == paths::TASK_FILE
+}
+
+struct Pod {
+    init: Vec<Container>,
+    main: Container,
+    volumes: Vec<Volume>,
+}
+
+fn runner(
+    input: &BuildInput<'_>,
+    name: &str,
+    args: Vec<String>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let p = input.profile;
+    let mut c = container(name, &p.runner.image.0, pull_policy(input));
+    c.command = Some(vec![paths::RUNNER.into()]);
+    c.args = Some(args);
+    c.volume_mounts = Some(mounts);
+    c.resources = Some(resources(p.runner.resources.as_ref(), "250m", "256Mi"));
+    c.env = Some(vec![env("TMPDIR", "/tmp"), env("RUST_LOG", "info")]);
+    c
+}
+
+fn pull_policy(input: &BuildInput<'_>) -> &'static str {
+    match input.profile.image_pull_policy {
+        hermes_crds::profile::PullPolicy::Always => "Always",
+        hermes_crds::profile::PullPolicy::IfNotPresent => "IfNotPresent",
+        hermes_crds::profile::PullPolicy::Never => "Never",
+    }
+}
+
+fn install_runner(input: &BuildInput<'_>) -> Container {
+    runner(
+        input,
+        "install-runner",
+        vec!["install".into(), "--to".into(), paths::BIN.into()],
+        vec![
+            mount(BIN_VOLUME, paths::BIN, false),
+            mount(TMP_VOLUME, "/tmp", false),
+        ],
+    )
+}
+
+/// The agent or reviewer, wrapped by the runner's `exec`: it feeds the prompt
+/// on standard input, saves the CLI's output, and turns the model Secret's
+/// files into environment variables for the CLI alone.
+fn agent_container(
+    input: &BuildInput<'_>,
+    name: &str,
+    spec: &hermes_crds::profile::AgentSpec,
+    prompt: &str,
+    output: &str,
+    workdir: &str,
+    mut mounts: Vec<VolumeMount>,
+) -> Container {
+    let mut c = container(name, &spec.image.0, pull_policy(input));
+    let mut command = vec![
+        format!("{}/hermes-runner", paths::BIN),
+        "exec".into(),
+        "--stdin".into(),
+        prompt.into(),
+        "--stdout".into(),
+        output.into(),
+        "--workdir".into(),
+        workdir.into(),
+    ];
+    if input.profile.secrets.model.is_some() {
+        command.extend(["--env-dir".into(), paths::MODEL_SECRET.into()]);
+        mounts.push(mount(MODEL_VOLUME, paths::MODEL_SECRET, true));
+    }
+    command.push("--".into());
+    command.extend(spec.command.iter().cloned());
+    c.command = Some(command);
+    c.working_dir = Some(workdir.into());
+    mounts.extend([
+        mount(BIN_VOLUME, paths::BIN, true),
+        mount(HOME_VOLUME, paths::HOME, false),
+        mount(TMP_VOLUME, "/tmp", false),
+        mount(SCRATCH_VOLUME, paths::SCRATCH, false),
+    ]);
+    c.volume_mounts = Some(mounts);
+    c.resources = Some(resources(spec.resources.as_ref(), "1", "2Gi"));
+    let budget = &input.effective.budget;
+    let mut vars = vec![
+        env("HOME", paths::HOME),
+        env("CLAUDE_CONFIG_DIR", &format!("{}/.claude", paths::HOME)),
+        env("TMPDIR", "/tmp"),
+        env("DISABLE_AUTOUPDATER", "1"),
+        env("DISABLE_TELEMETRY", "1"),
+        env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+        env("CLAUDE_CODE_MAX_RETRIES", "3"),
+    ];
+    if let Some(t) = budget.tokens {
+        vars.push(env("HERMES_BUDGET_TOKENS", &t.to_string()));
+    }
+    if let Some(t) = budget.turns {
+        vars.push(env("HERMES_BUDGET_TURNS", &t.to_string()));
+    }
+    if let Some(c) = budget.cost_micros {
+        vars.push(env(
+            "HERMES_BUDGET_COST_USD",
+            &hermes_crds::validation::Usd::from_micros(c).0,
+        ));
+    }
+    c.env = Some(vars);
+    c
+}
+
+fn repo_volume(input: &BuildInput<'_>, read_only: bool) -> Volume {
+    Volume {
+        name: REPO_VOLUME.into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: repo_pvc_name(input.name()),
+            read_only: Some(read_only),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn task_volume(input: &BuildInput<'_>) -> Volume {
+    Volume {
+        name: TASK_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: task_configmap_name(input.name()),
+            items: Some(vec![KeyToPath {
+                key: "task.md".into(),
+                path: "task.md".into(),
+                mode: Some(0o444),
+            }]),
+            default_mode: Some(0o444),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn scopes(input: &BuildInput<'_>, args: &mut Vec<String>) {
+    for g in &input.task.spec.scope {
+        args.extend(["--scope".into(), g.0.clone()]);
+    }
+}
+
+fn prepare(input: &BuildInput<'_>) -> Pod {
+    let spec = &input.task.spec;
+    let mut args = vec![
+        "prepare".to_owned(),
+        "--url".into(),
+        spec.repo.url.0.clone(),
+        "--base-ref".into(),
+        spec.repo.base_ref.0.clone(),
+        "--branch".into(),
+        input.task.work_branch().0,
+        "--repo-dir".into(),
+        paths::REPO.into(),
+    ];
+    let mut mounts = vec![
+        mount(REPO_VOLUME, paths::WORKSPACE, false),
+        mount(TMP_VOLUME, "/tmp", false),
+    ];
+    let mut volumes = vec![repo_volume(input, false), empty_dir(TMP_VOLUME, "256Mi")];
+    if let Some(secret) = &input.profile.secrets.git_read {
+        args.extend(["--credentials-dir".into(), paths::GIT_SECRET.into()]);
+        mounts.push(mount(GIT_VOLUME, paths::GIT_SECRET, true));
+        volumes.push(secret_volume(GIT_VOLUME, &secret.0));
+    }
+    if let Some(path) = spec.task_ref.as_ref().and_then(|r| r.repo_path.as_ref()) {
+        args.extend([
+            "--task-path".into(),
+            path.0.clone(),
+            "--task-out".into(),
+            paths::TASK_FROM_REPO.into(),
+        ]);
+    }
+    Pod {
+        init: vec![],
+        main: runner(input, "prepare", args, mounts),
+        volumes,
+    }
+}
+
+fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
+    let agent_output = format!("{}/agent-output.json", paths::SCRATCH);
+    let mut agent_mounts = vec![mount(REPO_VOLUME, paths::WORKSPACE, false)];
+    let mut volumes = vec![
+        repo_volume(input, false),
+        empty_dir(SCRATCH_VOLUME, "256Mi"),
+        empty_dir(TMP_VOLUME, "1Gi"),
+        empty_dir(BIN_VOLUME, "128Mi"),
+        empty_dir(HOME_VOLUME, "256Mi"),
+    ];
+    if task_in_configmap(input) {
+        agent_mounts.push(mount(TASK_VOLUME, paths::TASK_DIR, true));
+        volumes.push(task_volume(input));
+    }
+    if let Some(secret) = &input.profile.secrets.model {
+        volumes.push(secret_volume(MODEL_VOLUME, &secret.0));
+    }
+    let agent = agent_container(
+        input,
+        "agent",
+        &input.profile.agent,
+        task_file(input),
+        &agent_output,
+        paths::REPO,
+        agent_mounts,
+    );
+    let mut args = vec![
+        "collect".to_owned(),
+        "--repo-dir".into(),
+        paths::REPO.into(),
+        "--base-commit".into(),
+        facts.base_commit.clone().unwrap_or_default(),
+        "--branch".into(),
+        input.task.work_branch().0,
+        "--task-name".into(),
+        input.name().to_owned(),
+    ];
+    scopes(input, &mut args);
+    args.extend(["--agent-output".into(), agent_output]);
+    let collect = runner(
+        input,
+        "collect",
+        args,
+        vec![
+            mount(REPO_VOLUME, paths::WORKSPACE, false),
+            mount(SCRATCH_VOLUME, paths::SCRATCH, true),
+            mount(TMP_VOLUME, "/tmp", false),
+        ],
+    );
+    Pod {
+        init: vec![install_runner(input), agent],
+        main: collect,
+        volumes,
+    }
+}
+
+fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
+    let bundle = format!("{}/bundle", paths::SCRATCH);
+    let reviewer_output = format!("{}/reviewer-output.json", paths::SCRATCH);
+    let policy = &input.profile.policy;
+    let mut args = vec![
+        "context".to_owned(),
+        "--repo-dir".into(),
+        paths::REPO.into(),
+        "--base-commit".into(),
+        facts.base_commit.clone().unwrap_or_default(),
+        "--branch".into(),
+        input.task.work_branch().0,
+    ];
+    scopes(input, &mut args);
+    for g in &policy.protected_paths {
+        args.extend(["--protected".into(), g.0.clone()]);
+    }
+    args.extend([
+        "--max-file-bytes".into(),
+        policy.max_file_bytes.to_string(),
+        "--task-file".into(),
+        task_file(input).into(),
+        "--out-dir".into(),
+        bundle.clone(),
+    ]);
+    if let Some(text) = &input.task.spec.review.instructions {
+        args.extend(["--review-instructions".into(), text.clone()]);
+    }
+    let mut context_mounts = vec![
+        mount(REPO_VOLUME, paths::WORKSPACE, true),
+        mount(SCRATCH_VOLUME, paths::SCRATCH, false),
+        mount(TMP_VOLUME, "/tmp", false),
+    ];
+    let mut volumes = vec![
+        repo_volume(input, true),
+        empty_dir(SCRATCH_VOLUME, "1Gi"),
+        empty_dir(TMP_VOLUME, "1Gi"),
+        empty_dir(BIN_VOLUME, "128Mi"),
+        empty_dir(HOME_VOLUME, "256Mi"),
+    ];
+    if task_in_configmap(input) {
+        context_mounts.push(mount(TASK_VOLUME, paths::TASK_DIR, true));
+        volumes.push(task_volume(input));
+    }
+    if let Some(secret) = &input.profile.secrets.model {
+        volumes.push(secret_volume(MODEL_VOLUME, &secret.0));
+    }
+    let context = runner(input, "context", args, context_mounts);
+    // The reviewer sees the bundle only: not the repository, whose planted
+    // agent settings (hooks, MCP servers) must not load.
+    let reviewer = agent_container(
+        input,
+        "reviewer",
+        &input.profile.reviewer,
+        &format!("{bundle}/prompt.md"),
+        &reviewer_output,
+        &bundle,
+        vec![],
+    );
+    let verdict = runner(
+        input,
+        "verdict",
+        vec![
+            "verdict".into(),
+            "--bundle-dir".into(),
+            bundle,
+            "--reviewer-output".into(),
+            reviewer_output,
+        ],
+        vec![
+            mount(SCRATCH_VOLUME, paths::SCRATCH, true),
+            mount(TMP_VOLUME, "/tmp", false),
+        ],
+    );
+    Pod {
+        init: vec![context, install_runner(input), reviewer],
+        main: verdict,
+        volumes,
+    }
+}
+
+fn publish(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
+    let spec = &input.task.spec;
+    let mode = match spec.publish.mode {
+        PublishMode::Merge => "merge",
+        PublishMode::Branch => "branch",
+        PublishMode::None => "none",
+    };
+    let mut args = vec![
+        "publish".to_owned(),
+        "--url".into(),
+        spec.repo.url.0.clone(),
+        "--base-ref".into(),
+        spec.repo.base_ref.0.clone(),
+        "--branch".into(),
+        input.task.work_branch().0,
+        "--mode".into(),
+        mode.into(),
+        "--repo-dir".into(),
+        paths::REPO.into(),
+        "--base-commit".into(),
+        facts.base_commit.clone().unwrap_or_default(),
+        "--reviewed-commit".into(),
+        facts.reviewed_commit.clone().unwrap_or_default(),
+        "--work-dir".into(),
+        format!("{}/publish", paths::SCRATCH),
+        "--task-name".into(),
+        input.name().to_owned(),
+    ];
+    let mut mounts = vec![
+        mount(REPO_VOLUME, paths::WORKSPACE, true),
+        mount(SCRATCH_VOLUME, paths::SCRATCH, false),
+        mount(TMP_VOLUME, "/tmp", false),
+    ];
+    let mut volumes = vec![
+        repo_volume(input, true),
+        empty_dir(SCRATCH_VOLUME, "4Gi"),
+        empty_dir(TMP_VOLUME, "256Mi"),
+    ];
+    if let Some(secret) = &input.profile.secrets.git_push {
+        args.extend(["--credentials-dir".into(), paths::GIT_SECRET.into()]);
+        mounts.push(mount(GIT_VOLUME, paths::GIT_SECRET, true));
+        volumes.push(secret_volume(GIT_VOLUME, &secret.0));
+    }
+    Pod {
+        init: vec![],
+        main: runner(input, "publish", args, mounts),
+        volumes,
+    }
+}
+
+/// The Job of one phase and attempt.
+pub fn job(input: &BuildInput<'_>, phase: RunPhase, attempt: u32, facts: &PhaseFacts) -> Job {
+    let pod = match phase {
+        RunPhase::Prepare => prepare(input),
+        RunPhase::Implement => implement(input, facts),
+        RunPhase::Review => review(input, facts),
+        RunPhase::Publish => publish(input, facts),
+    };
+    let mut pod_labels = labels(input.name(), Some(phase));
+    pod_labels.insert(LABEL_ATTEMPT.to_owned(), attempt.to_string());
+    let mut meta = input.meta(job_name(input.name(), phase, attempt), Some(phase));
+    meta.labels = Some(pod_labels.clone());
+    let deadline = i64::try_from(input.effective.timeout(phase).as_secs()).unwrap_or(i64::MAX);
+    Job {
+        metadata: meta,
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        ANNOTATION_TASK_NAME.to_owned(),
+                        input.name().to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    init_containers: (!pod.init.is_empty()).then_some(pod.init),
+                    containers: vec![pod.main],
+                    volumes: Some(pod.volumes),
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(pod_security()),
+                    runtime_class_name: input
+                        .profile
+                        .runtime_class_name
+                        .as_ref()
+                        .map(|r| r.0.clone()),
+                    active_deadline_seconds: Some(deadline),
+                    termination_grace_period_seconds: Some(10),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,248 @@
+//! Pure builders: from (task, profile, effective settings, recorded facts) to
+//! the objects a task owns. No API calls here; snapshot tests pin every field.
+//!
+//! ```text
+//!   <task>-task             ConfigMap  the task file, immutable, mounted read-only
+//!   <task>-repo             PVC        the repo volume
+//!   <task>-deny             NetworkPolicy  default deny, ingress and egress
+//!   <task>-egress-<phase>   NetworkPolicy  one allow list per phase
+//!   <task>-<phase>[-<n>]    Job        one per phase and infrastructure attempt
+//! ```
+
+use std::collections::BTreeMap;
+
+use hermes_crds::{HermesTask, RunPhase};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::narrowing::Effective;
+use hermes_crds::profile::HermesProfileSpec;
+
+mod jobs;
+mod network;
+mod storage;
+
+pub use jobs::{PhaseFacts, job, job_name};
+pub use network::{METADATA_ADDRESSES, network_policies};
+pub use storage::{repo_pvc, task_configmap, task_file_sha256};
+
+/// Label naming the task (shortened with a hash when the name is too long for a label).
+pub const LABEL_TASK: &str = "hermes.dev/task";
+/// Label naming the phase of a Job and its pod.
+pub const LABEL_PHASE: &str = "hermes.dev/phase";
+/// Label carrying the infrastructure attempt of a Job.
+pub const LABEL_ATTEMPT: &str = "hermes.dev/attempt";
+/// Annotation on pods carrying the task's full name (labels are length-bound).
+pub const ANNOTATION_TASK_NAME: &str = "hermes.dev/task-name";
+
+/// Where the pods mount things (the contract with the runner's flags).
+pub mod paths {
+    /// The repo volume's mount point.
+    pub const WORKSPACE: &str = "/workspace";
+    /// The clone inside the repo volume.
+    pub const REPO: &str = "/workspace/repo";
+    /// Where prepare writes a task file read from the repository.
+    pub const TASK_FROM_REPO: &str = "/workspace/task.md";
+    /// The task ConfigMap's mount point.
+    pub const TASK_DIR: &str = "/hermes/task";
+    /// The task file inside it.
+    pub const TASK_FILE: &str = "/hermes/task/task.md";
+    /// The emptyDir the steps of one pod hand files through.
+    pub const SCRATCH: &str = "/hermes/scratch";
+    /// The runner binary, copied for wrapping the agent's command.
+    pub const BIN: &str = "/hermes/bin";
+    /// The agent's writable home (CLI configuration).
+    pub const HOME: &str = "/hermes/home";
+    /// Git credentials (read in prepare, push in publish).
+    pub const GIT_SECRET: &str = "/hermes/secrets/git";
+    /// Model credentials (implement and review).
+    pub const MODEL_SECRET: &str = "/hermes/secrets/model";
+    /// The runner binary inside the runner image.
+    pub const RUNNER: &str = "/usr/local/bin/hermes-runner";
+}
+
+/// The uid and gid every task container runs as.
+pub const RUN_AS: i64 = 65532;
+/// Longest object name the builders produce (a label value's limit).
+const MAX_NAME: usize = 63;
+/// Longest Job name: the Job controller appends `-xxxxx` to name its pods.
+const MAX_JOB_NAME: usize = 52;
+
+/// Everything a builder needs, computed once per reconcile.
+pub struct BuildInput<'a> {
+    /// The task.
+    pub task: &'a HermesTask,
+    /// Its profile's spec.
+    pub profile: &'a HermesProfileSpec,
+    /// The effective settings (profile narrowed by the task).
+    pub effective: &'a Effective,
+}
+
+impl BuildInput<'_> {
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        self.task.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The task's namespace.
+    pub fn namespace(&self) -> Option<String> {
+        self.task.metadata.namespace.clone()
+    }
+
+    /// The owner reference every child carries (controller, blocks owner deletion).
+    pub fn owner(&self) -> Vec<OwnerReference> {
+        self.task.controller_owner_ref(&()).into_iter().collect()
+    }
+
+    /// Metadata of a child: name, namespace, owner, labels.
+    pub fn meta(&self, name: String, phase: Option<RunPhase>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: self.namespace(),
+            owner_references: Some(self.owner()),
+            labels: Some(labels(self.name(), phase)),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// `<task>-<suffix>`, shortened to `limit` with a hash of the task's name.
+pub fn child_name(task: &str, suffix: &str, limit: usize) -> String {
+    let full = format!("{task}-{suffix}");
+    if full.len() <= limit {
+        return full;
+    }
+    let hash = short_hash(task);
+    let keep = limit.saturating_sub(suffix.len() + hash.len() + 2);
+    let prefix = task[..keep.min(task.len())].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}-{suffix}")
+}
+
+/// The task's label value: its name, or a shortened form with a hash.
+pub fn task_label(task: &str) -> String {
+    if task.len() <= MAX_NAME {
+        return task.to_owned();
+    }
+    let hash = short_hash(task);
+    let prefix = task[..MAX_NAME - hash.len() - 1].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}")
+}
+
+fn short_hash(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The labels of every child (and of pods), per DESIGN.md.
+pub fn labels(task: &str, phase: Option<RunPhase>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "hermes".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "hermes-operator".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), task_label(task)),
+        (LABEL_TASK.to_owned(), task_label(task)),
+    ]);
+    if let Some(p) = phase {
+        l.insert(
+            "app.kubernetes.io/component".to_owned(),
+            p.as_str().to_owned(),
+        );
+        l.insert(LABEL_PHASE.to_owned(), p.as_str().to_owned());
+    }
+    l
+}
+
+/// The Pod Security "restricted" context of every task pod.
+pub fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The "restricted" context of every container: no privilege escalation, no
+/// capabilities, read-only root filesystem.
+pub fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
+/// Resources: the profile's, or the given request (equal to the limit).
+pub fn resources(
+    from_profile: Option<&ResourceRequirements>,
+    cpu: &str,
+    memory: &str,
+) -> ResourceRequirements {
+    if let Some(r) = from_profile {
+        return r.clone();
+    }
+    let both = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(cpu.into())),
+        ("memory".to_owned(), Quantity(memory.into())),
+    ]);
+    ResourceRequirements {
+        requests: Some(both.clone()),
+        limits: Some(both),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// A container with the restricted context and the File termination-message policy.
+pub fn container(name: &str, image: &str, pull: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some(pull.into()),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("File".into()),
+        ..Container::default()
+    }
+}
+
+/// A volume mount.
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+/// An emptyDir volume with a size limit.
+pub fn empty_dir(name: &str, size: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(k8s_openapi::api::core::v1::EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size.into())),
+            medium: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

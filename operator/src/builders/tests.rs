@@ -1,0 +1,375 @@
+use super::*;
+use crate::narrowing::effective;
+use hermes_crds::profile::HermesProfile;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PodSpec;
+use serde_json::json;
+
+fn task(extra: serde_json::Value) -> HermesTask {
+    let mut spec = json!({
+        "repo": {"url": "https://git.example.com/tools/fmtcheck.git", "baseRef": "main"},
+        "task": "# Add a --verbose flag\n",
+        "scope": ["src/**", "tests/**"],
+        "review": {"mode": "auto", "instructions": "Check the help text."},
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "hermes.dev/v1alpha1",
+        "kind": "HermesTask",
+        "metadata": {"name": "add-verbose-flag", "namespace": "team-a", "uid": "6b1f0c1e-0000-4000-8000-000000000001"},
+        "spec": spec,
+    }))
+    .expect("task")
+}
+
+fn profile() -> HermesProfileSpec {
+    let p: HermesProfile = serde_json::from_value(json!({
+        "apiVersion": "hermes.dev/v1alpha1",
+        "kind": "HermesProfile",
+        "metadata": {"name": "default"},
+        "spec": {
+            "agent": {"image": "hermes/agent:0.1.0", "command": ["claude", "-p", "--output-format", "json"]},
+            "reviewer": {"image": "hermes/reviewer:0.1.0", "command": ["claude", "-p", "--output-format", "json"]},
+            "runner": {"image": "hermes/runner:0.1.0"},
+            "runtimeClassName": "gvisor",
+            "egress": {
+                "prepare": [{"cidr": "203.0.113.10/32", "ports": [{"port": 443}]}],
+                "implement": [{"cidr": "0.0.0.0/0", "ports": [{"port": 443}]}],
+                "review": [{"cidr": "198.51.100.20/32", "ports": [{"port": 443}]}],
+                "publish": [{"cidr": "203.0.113.10/32", "ports": [{"port": 443}]}]
+            },
+            "secrets": {"model": "model-key", "gitRead": "git-read", "gitPush": "git-push"},
+            "volume": {"size": "2Gi", "storageClassName": "fast"},
+            "budget": {"default": {"tokens": 100000, "turns": 40, "costUsd": "2.5"}},
+        }
+    }))
+    .expect("profile");
+    p.spec
+}
+
+fn build(t: &HermesTask, p: &HermesProfileSpec, phase: RunPhase, attempt: u32) -> Job {
+    let e = effective(&t.spec, p).expect("fits");
+    let input = BuildInput {
+        task: t,
+        profile: p,
+        effective: &e,
+    };
+    let facts = PhaseFacts {
+        base_commit: Some("89abcdef0123456789abcdef0123456789abcdef".into()),
+        reviewed_commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+    };
+    job(&input, phase, attempt, &facts)
+}
+
+fn pod(job: &Job) -> PodSpec {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("a pod spec")
+}
+
+#[test]
+fn prepare_job_snapshot() {
+    insta::assert_yaml_snapshot!(build(&task(json!({})), &profile(), RunPhase::Prepare, 1));
+}
+
+#[test]
+fn implement_job_snapshot() {
+    insta::assert_yaml_snapshot!(build(&task(json!({})), &profile(), RunPhase::Implement, 1));
+}
+
+#[test]
+fn review_job_snapshot() {
+    insta::assert_yaml_snapshot!(build(&task(json!({})), &profile(), RunPhase::Review, 1));
+}
+
+#[test]
+fn publish_job_snapshot() {
+    insta::assert_yaml_snapshot!(build(&task(json!({})), &profile(), RunPhase::Publish, 2));
+}
+
+#[test]
+fn network_policies_snapshot() {
+    let (t, p) = (task(json!({})), profile());
+    let e = effective(&t.spec, &p).expect("fits");
+    insta::assert_yaml_snapshot!(network_policies(&BuildInput {
+        task: &t,
+        profile: &p,
+        effective: &e
+    }));
+}
+
+#[test]
+fn storage_snapshot() {
+    let (t, p) = (task(json!({})), profile());
+    let e = effective(&t.spec, &p).expect("fits");
+    let input = BuildInput {
+        task: &t,
+        profile: &p,
+        effective: &e,
+    };
+    insta::assert_yaml_snapshot!((
+        repo_pvc(&input),
+        task_configmap(&input, "# Add a --verbose flag\n")
+    ));
+}
+
+#[test]
+fn every_pod_and_container_is_restricted() {
+    let (t, p) = (task(json!({})), profile());
+    for phase in RunPhase::ALL {
+        let job = build(&t, &p, phase, 1);
+        let spec = job.spec.as_ref().expect("job spec");
+        assert_eq!(spec.backoff_limit, Some(0), "{phase:?}");
+        let pod = pod(&job);
+        assert_eq!(
+            pod.automount_service_account_token,
+            Some(false),
+            "{phase:?}"
+        );
+        assert_eq!(pod.enable_service_links, Some(false), "{phase:?}");
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.runtime_class_name.as_deref(), Some("gvisor"));
+        assert!(pod.active_deadline_seconds.is_some_and(|d| d > 0));
+        assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
+        let sc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let containers = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter());
+        for c in containers {
+            let sc = c
+                .security_context
+                .as_ref()
+                .expect("container security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+            assert_eq!(sc.privileged, None, "{}", c.name);
+            let caps = sc
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.drop.clone())
+                .unwrap_or_default();
+            assert_eq!(caps, ["ALL"], "{}", c.name);
+            assert!(
+                c.resources
+                    .as_ref()
+                    .and_then(|r| r.limits.as_ref())
+                    .is_some(),
+                "{} has limits",
+                c.name
+            );
+        }
+        for v in pod.volumes.iter().flatten() {
+            assert!(v.host_path.is_none(), "no host paths");
+        }
+    }
+}
+
+/// The Secret volumes each phase's pod mounts.
+fn secrets_of(job: &Job) -> Vec<String> {
+    pod(job)
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.secret.and_then(|s| s.secret_name))
+        .collect()
+}
+
+#[test]
+fn each_secret_is_mounted_only_in_its_phase() {
+    let (t, p) = (task(json!({})), profile());
+    assert_eq!(
+        secrets_of(&build(&t, &p, RunPhase::Prepare, 1)),
+        ["git-read"]
+    );
+    assert_eq!(
+        secrets_of(&build(&t, &p, RunPhase::Implement, 1)),
+        ["model-key"]
+    );
+    assert_eq!(
+        secrets_of(&build(&t, &p, RunPhase::Review, 1)),
+        ["model-key"]
+    );
+    assert_eq!(
+        secrets_of(&build(&t, &p, RunPhase::Publish, 1)),
+        ["git-push"]
+    );
+    // And no container reads a Secret through its environment.
+    for phase in RunPhase::ALL {
+        let job = build(&t, &p, phase, 1);
+        let pod = pod(&job);
+        for c in pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter())
+        {
+            for e in c.env.iter().flatten() {
+                assert!(
+                    e.value_from.is_none(),
+                    "{} reads {} from a reference",
+                    c.name,
+                    e.name
+                );
+            }
+            assert!(c.env_from.is_none());
+        }
+    }
+}
+
+#[test]
+fn the_model_secret_reaches_the_agent_container_only() {
+    let (t, p) = (task(json!({})), profile());
+    for phase in [RunPhase::Implement, RunPhase::Review] {
+        let pod = pod(&build(&t, &p, phase, 1));
+        for c in pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter())
+        {
+            let mounts_model = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == paths::MODEL_SECRET);
+            assert_eq!(
+                mounts_model,
+                c.name == "agent" || c.name == "reviewer",
+                "{}",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn review_and_publish_mount_the_repo_volume_read_only() {
+    let (t, p) = (task(json!({})), profile());
+    for phase in [RunPhase::Review, RunPhase::Publish] {
+        let pod = pod(&build(&t, &p, phase, 1));
+        let repo = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "repo")
+            .expect("repo volume");
+        assert_eq!(
+            repo.persistent_volume_claim
+                .as_ref()
+                .and_then(|c| c.read_only),
+            Some(true)
+        );
+        for c in pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter())
+        {
+            for m in c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .filter(|m| m.name == "repo")
+            {
+                assert_eq!(m.read_only, Some(true), "{} in {phase:?}", c.name);
+            }
+        }
+        // The reviewer never sees the repository, only the bundle.
+        if phase == RunPhase::Review {
+            let reviewer = pod
+                .init_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == "reviewer")
+                .expect("reviewer");
+            assert!(
+                reviewer
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .all(|m| m.name != "repo")
+            );
+        }
+    }
+}
+
+#[test]
+fn job_names_are_deterministic_and_bounded() {
+    assert_eq!(job_name("t", RunPhase::Prepare, 1), "t-prepare");
+    assert_eq!(job_name("t", RunPhase::Prepare, 3), "t-prepare-3");
+    let long = "a".repeat(120);
+    let n = job_name(&long, RunPhase::Implement, 2);
+    assert!(n.len() <= 52, "{n}");
+    assert!(n.ends_with("-implement-2"), "{n}");
+    assert_eq!(n, job_name(&long, RunPhase::Implement, 2), "deterministic");
+    assert_ne!(
+        n,
+        job_name(&format!("{long}b"), RunPhase::Implement, 2),
+        "distinct tasks, distinct names"
+    );
+    let label = task_label(&long);
+    assert!(label.len() <= 63);
+}
+
+#[test]
+fn metadata_addresses_are_always_excepted() {
+    let (t, p) = (task(json!({})), profile());
+    let e = effective(&t.spec, &p).expect("fits");
+    let policies = network_policies(&BuildInput {
+        task: &t,
+        profile: &p,
+        effective: &e,
+    });
+    let implement = policies
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some("add-verbose-flag-egress-implement"))
+        .expect("implement policy");
+    let text = serde_json::to_string(implement).expect("json");
+    assert!(
+        text.contains("\"except\":[\"169.254.169.254/32\"]"),
+        "{text}"
+    );
+    // A profile that names the metadata address itself gets no rule for it.
+    let mut p2 = p.clone();
+    p2.egress.implement = vec![
+        serde_json::from_value(json!({"cidr": "169.254.169.254/32", "ports": [{"port": 80}]}))
+            .expect("rule"),
+    ];
+    let e2 = effective(&t.spec, &p2).expect("fits");
+    let policies = network_policies(&BuildInput {
+        task: &t,
+        profile: &p2,
+        effective: &e2,
+    });
+    let text = serde_json::to_string(&policies).expect("json");
+    assert!(!text.contains("\"cidr\":\"169.254.169.254/32\""), "{text}");
+}
+
+#[test]
+fn default_deny_covers_ingress_and_egress_of_every_task_pod() {
+    let (t, p) = (task(json!({})), profile());
+    let e = effective(&t.spec, &p).expect("fits");
+    let policies = network_policies(&BuildInput {
+        task: &t,
+        profile: &p,
+        effective: &e,
+    });
+    let deny = &policies[0];
+    let spec = deny.spec.as_ref().expect("spec");
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
+    );
+    assert!(spec.ingress.is_none() && spec.egress.is_none());
+    assert_eq!(policies.len(), 5);
+}
