@@ -255,6 +255,11 @@ pub struct PublishOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub push_error: Option<String>,
+    /// The `hermes.dev/retry-publish` value the last publish ran for: each
+    /// new value runs publish once more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub retried_for: Option<String>,
 }
 
 /// What the agent used.

@@ -291,6 +291,11 @@ impl TierA {
         })
     }
 
+    /// The kubeconfig of the cluster (for processes the tests start).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
     /// Runs the cluster's kubectl against Tier A.
     pub fn kubectl<I, S>(&self, args: I) -> Output
     where

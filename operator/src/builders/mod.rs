@@ -30,7 +30,7 @@ mod storage;
 
 pub use jobs::{PhaseFacts, job, job_name};
 pub use network::{METADATA_ADDRESSES, network_policies};
-pub use storage::{repo_pvc, task_configmap, task_file_sha256};
+pub use storage::{repo_pvc, repo_pvc_name, task_configmap, task_configmap_name, task_file_sha256};
 
 /// Label naming the task (shortened with a hash when the name is too long for a label).
 pub const LABEL_TASK: &str = "hermes.dev/task";

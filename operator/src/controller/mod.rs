@@ -1,1 +1,154 @@
-//! The reconcile loop.
+//! The reconcile loop: one HermesTask at a time, level-triggered.
+//!
+//! `reconcile` = [`observe::observe`] (read) → [`decide::decide`] (pure) →
+//! [`apply::execute`] (write). Watches: tasks; the Jobs, ConfigMaps, claims
+//! and NetworkPolicies they own; the pods of their Jobs (for termination
+//! messages); and profiles (a change re-reconciles the tasks naming it).
+
+pub mod apply;
+pub mod conditions;
+pub mod decide;
+pub mod observe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hermes_crds::{HermesProfile, HermesTask};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tracing::{Instrument, info_span, warn};
+
+use crate::builders::{ANNOTATION_TASK_NAME, LABEL_TASK};
+use crate::{EVENT_REPORTER, Error, Result};
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events on tasks.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// A context for `client`; `instance` names this replica in Events.
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: EVENT_REPORTER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Reconciles one task.
+pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!(
+        "reconcile",
+        namespace = task.namespace().unwrap_or_default(),
+        name = task.name_any()
+    );
+    async move {
+        if task.metadata.deletion_timestamp.is_some() {
+            // Children go with the task (ownerReferences); nothing outside the cluster to clean.
+            return Ok(Action::await_change());
+        }
+        let observed = observe::observe(&ctx.client, &task).await?;
+        let plan = decide::decide(&task, &observed, &now());
+        apply::execute(&ctx.client, &ctx.recorder, &task, &plan).await?;
+        Ok(plan
+            .requeue_after
+            .map_or_else(Action::await_change, Action::requeue))
+    }
+    .instrument(span)
+    .await
+}
+
+/// What to do after a failed reconcile: transient API trouble retries soon,
+/// an invalid object (a bug, or a schema the operator does not match) later.
+pub fn error_policy(task: Arc<HermesTask>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(namespace = task.namespace().unwrap_or_default(), name = task.name_any(), error = %error, reason = error.metric_label(), "reconcile failed");
+    match error.metric_label() {
+        "conflict" | "transport" | "api" | "not_found" => Action::requeue(Duration::from_secs(2)),
+        _ => Action::requeue(Duration::from_secs(60)),
+    }
+}
+
+/// An API over every namespace, or one.
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, over every namespace or,
+/// with `namespace`, over that one only.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    instance: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=hermes-operator");
+    let tasks: Api<HermesTask> = api(&client, ns);
+    let controller = Controller::new(tasks, watcher::Config::default());
+    let store = controller.store();
+    let ctx = Arc::new(Context::new(client.clone(), instance));
+    controller
+        .owns(api::<Job>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
+        .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
+        .watches(
+            api::<Pod>(&client, ns),
+            watcher::Config::default().labels(LABEL_TASK),
+            |pod: Pod| {
+                let ns = pod.namespace()?;
+                let name = pod.annotations().get(ANNOTATION_TASK_NAME)?.clone();
+                Some(ObjectRef::<HermesTask>::new(&name).within(&ns))
+            },
+        )
+        .watches(
+            api::<HermesProfile>(&client, ns),
+            watcher::Config::default(),
+            move |profile: HermesProfile| {
+                let ns = profile.namespace();
+                let name = profile.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.namespace() == ns && t.spec.profile.0 == name)
+                    .map(|t| ObjectRef::from(t.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "controller stream error");
+            }
+        })
+        .await;
+}

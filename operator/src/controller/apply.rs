@@ -1,0 +1,171 @@
+//! Carries out a plan: children with server-side apply under the operator's
+//! field manager, deletions, the status (skipped when unchanged), Events.
+
+use hermes_crds::{HermesTask, HermesTaskStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::decide::Plan;
+use crate::builders::{self, BuildInput, PhaseFacts};
+use crate::{Error, FIELD_MANAGER, Result};
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(kube_err(format!(
+        "applying {} {name}",
+        K::kind(&K::DynamicType::default())
+    )))?;
+    Ok(())
+}
+
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: format!("deleting {} {name}", K::kind(&K::DynamicType::default())),
+            source,
+        }),
+    }
+}
+
+/// Executes `plan` for `task`.
+pub async fn execute(
+    client: &Client,
+    recorder: &Recorder,
+    task: &HermesTask,
+    plan: &Plan,
+) -> Result<()> {
+    let ns = task
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = task.name_any();
+
+    if let (Some(effective), Some(profile)) = (plan.effective.as_ref(), plan.profile.as_ref()) {
+        let input = BuildInput {
+            task,
+            profile,
+            effective,
+        };
+        if plan.ensure_children {
+            if let Some(text) = &plan.task_text {
+                apply(
+                    &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+                    &builders::task_configmap(&input, text),
+                )
+                .await?;
+            }
+            apply(
+                &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
+                &builders::repo_pvc(&input),
+            )
+            .await?;
+            let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+            for np in builders::network_policies(&input) {
+                apply(&policies, &np).await?;
+            }
+        }
+        if let Some((phase, attempt)) = plan.create_job {
+            let facts = PhaseFacts {
+                base_commit: plan.status.base_commit.clone(),
+                reviewed_commit: plan
+                    .status
+                    .review
+                    .as_ref()
+                    .map(|r| r.reviewed_commit.clone()),
+            };
+            let job = builders::job(&input, phase, attempt, &facts);
+            info!(task = %name, job = job.metadata.name.as_deref().unwrap_or_default(), "starting phase");
+            apply(&Api::<Job>::namespaced(client.clone(), &ns), &job).await?;
+        }
+    }
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    for job in &plan.delete_jobs {
+        delete(&jobs, job).await?;
+    }
+    if plan.delete_volume {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        delete(&pvcs, &builders::repo_pvc_name(&name)).await?;
+    }
+
+    let old = task.status.clone().unwrap_or_default();
+    if old != plan.status {
+        write_status(client, task, &plan.status).await?;
+    }
+
+    let reference = task.object_ref(&());
+    for e in &plan.events {
+        let event = Event {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.into(),
+            note: Some(e.note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&event, &reference).await {
+            // An Event is a courtesy; the status is the record.
+            warn!(task = %name, error = %err, "could not publish an event");
+        }
+    }
+    Ok(())
+}
+
+/// Writes the whole status with server-side apply on the status subresource.
+pub async fn write_status(
+    client: &Client,
+    task: &HermesTask,
+    status: &HermesTaskStatus,
+) -> Result<()> {
+    let ns = task
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = task.name_any();
+    let api: Api<HermesTask> = Api::namespaced(client.clone(), &ns);
+    let body = serde_json::json!({
+        "apiVersion": "hermes.dev/v1alpha1",
+        "kind": "HermesTask",
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err(format!("writing the status of {ns}/{name}")))?;
+    Ok(())
+}

@@ -1,0 +1,392 @@
+use super::*;
+use hermes_crds::profile::HermesProfile;
+use hermes_results::{
+    AgentReport, Collected, ContextReport, DiffStats, FindingSource as RS, Prepared,
+    PublishMode as RM, Published, Severity as RSev, VerdictReport, encode,
+};
+use serde_json::json;
+
+const BASE: &str = "89abcdef0123456789abcdef0123456789abcdef";
+const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn t(secs: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).expect("a time"))
+}
+
+fn task(extra: serde_json::Value, annotations: serde_json::Value) -> HermesTask {
+    let mut spec = json!({
+        "repo": {"url": "https://git.example.com/o/r.git", "baseRef": "main"},
+        "task": "do it",
+        "scope": ["src/**"],
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesTask",
+        "metadata": {"name": "t", "namespace": "ns", "uid": "u", "generation": 1, "annotations": annotations},
+        "spec": spec,
+    }))
+    .expect("task")
+}
+
+fn profile(extra: serde_json::Value) -> HermesProfileSpec {
+    let mut spec = json!({
+        "agent": {"image": "a:1", "command": ["claude"]},
+        "reviewer": {"image": "r:1", "command": ["claude"]},
+        "runner": {"image": "x:1"},
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    let p: HermesProfile = serde_json::from_value(json!({
+        "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesProfile", "metadata": {"name": "default"}, "spec": spec,
+    }))
+    .expect("profile");
+    p.spec
+}
+
+fn observed(jobs: Vec<((RunPhase, u32), JobState)>) -> Observed {
+    Observed {
+        profile: Some(profile(json!({}))),
+        task_text: Some(TaskText::Ready("do it".into())),
+        jobs: jobs
+            .into_iter()
+            .map(|(k, state)| {
+                (
+                    k,
+                    JobView {
+                        name: format!("t-{}-{}", k.0.as_str(), k.1),
+                        state,
+                        images: vec![],
+                    },
+                )
+            })
+            .collect(),
+        repo_volume_exists: true,
+    }
+}
+
+fn ok(main: StepResult) -> JobState {
+    JobState::Succeeded {
+        main: Some(encode(&main).expect("fits")),
+        context: None,
+    }
+}
+
+fn prepared() -> JobState {
+    ok(StepResult::Prepared(Prepared {
+        base_commit: BASE.into(),
+        branch: "hermes/t".into(),
+        task_file_sha256: None,
+    }))
+}
+
+fn collected(exit_code: i32) -> JobState {
+    ok(StepResult::Collected(Collected {
+        head_commit: HEAD.into(),
+        commits: 1,
+        diff: DiffStats::default(),
+        out_of_scope: vec![],
+        agent: Some(AgentReport {
+            exit_code,
+            ..AgentReport::default()
+        }),
+        truncated: false,
+    }))
+}
+
+fn reviewed(approve: bool, policy_reject: bool) -> JobState {
+    let findings = if policy_reject {
+        vec![hermes_results::Finding {
+            severity: RSev::Reject,
+            source: RS::Policy,
+            code: "protectedPath".into(),
+            path: Some(".github/workflows/ci.yml".into()),
+            message: "changes CI configuration".into(),
+        }]
+    } else {
+        vec![]
+    };
+    let ctx = StepResult::Context(ContextReport {
+        base_commit: BASE.into(),
+        head_commit: HEAD.into(),
+        diff: DiffStats::default(),
+        out_of_scope: vec![],
+        findings: findings.clone(),
+        truncated: false,
+    });
+    let verdict = StepResult::Verdict(VerdictReport {
+        verdict: if approve {
+            hermes_results::Verdict::Approve
+        } else {
+            hermes_results::Verdict::Reject
+        },
+        reviewed_commit: HEAD.into(),
+        summary: "s".into(),
+        findings,
+        task_file_notes: None,
+        reviewer: None,
+        truncated: false,
+    });
+    JobState::Succeeded {
+        main: Some(encode(&verdict).expect("fits")),
+        context: Some(encode(&ctx).expect("fits")),
+    }
+}
+
+/// Runs decide repeatedly, feeding the status back, as successive reconciles would.
+fn settle(mut task: HermesTask, obs: &Observed, now: &Time) -> (HermesTask, Vec<Plan>) {
+    let mut plans = Vec::new();
+    for _ in 0..6 {
+        let plan = decide(&task, obs, now);
+        let changed = task.status.as_ref() != Some(&plan.status);
+        task.status = Some(plan.status.clone());
+        plans.push(plan);
+        if !changed {
+            break;
+        }
+    }
+    (task, plans)
+}
+
+fn phase(t: &HermesTask) -> Option<TaskPhase> {
+    t.status.as_ref().and_then(|s| s.phase)
+}
+
+#[test]
+fn a_new_task_starts_prepare_with_its_children() {
+    let plan = decide(&task(json!({}), json!({})), &observed(vec![]), &t(0));
+    assert_eq!(plan.create_job, Some((RunPhase::Prepare, 1)));
+    assert!(plan.ensure_children);
+    assert_eq!(plan.status.phase, Some(TaskPhase::Preparing));
+    assert_eq!(plan.task_text.as_deref(), Some("do it"));
+    assert!(plan.events.iter().any(|e| e.reason == "PhaseChanged"));
+}
+
+#[test]
+fn deciding_again_on_the_same_world_changes_nothing() {
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), JobState::Running),
+    ]);
+    let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Implementing));
+    let last = plans.last().expect("a plan");
+    assert!(last.events.is_empty(), "{:?}", last.events);
+    assert_eq!(last.create_job, None);
+}
+
+#[test]
+fn an_agent_error_fails_the_task_without_retry() {
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(1)),
+    ]);
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Failed));
+    let c = conditions::get(
+        &task.status.as_ref().expect("status").conditions,
+        types::IMPLEMENTED,
+    )
+    .expect("cond");
+    assert_eq!(c.reason, reasons::AGENT_FAILED);
+}
+
+#[test]
+fn a_timeout_fails_without_retry() {
+    let obs = observed(vec![((RunPhase::Prepare, 1), JobState::TimedOut)]);
+    let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Failed));
+    assert!(
+        plans
+            .iter()
+            .all(|p| p.create_job.is_none() || p.create_job == Some((RunPhase::Prepare, 1)))
+    );
+}
+
+#[test]
+fn a_policy_rejection_rejects_even_in_manual_mode_and_even_if_the_model_approved() {
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        ((RunPhase::Review, 1), reviewed(true, true)),
+    ]);
+    for mode in ["auto", "manual"] {
+        let (task, _) = settle(
+            task(
+                json!({"review": {"mode": mode}}),
+                json!({"hermes.dev/approve": HEAD}),
+            ),
+            &obs,
+            &t(0),
+        );
+        assert_eq!(phase(&task), Some(TaskPhase::Rejected), "{mode}");
+        let c = conditions::get(
+            &task.status.as_ref().expect("status").conditions,
+            types::APPROVED,
+        )
+        .expect("cond");
+        assert_eq!(c.reason, reasons::POLICY_REJECTED, "{mode}");
+    }
+}
+
+#[test]
+fn an_approval_mismatch_warns_once_not_on_every_reconcile() {
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        ((RunPhase::Review, 1), reviewed(true, false)),
+    ]);
+    let (task, plans) = settle(
+        task(
+            json!({"review": {"mode": "manual"}}),
+            json!({"hermes.dev/approve": BASE}),
+        ),
+        &obs,
+        &t(0),
+    );
+    assert_eq!(phase(&task), Some(TaskPhase::AwaitingApproval));
+    let warnings: usize = plans
+        .iter()
+        .map(|p| {
+            p.events
+                .iter()
+                .filter(|e| e.reason == "ApprovalMismatch")
+                .count()
+        })
+        .sum();
+    assert_eq!(warnings, 1);
+    let again = decide(&task, &obs, &t(10));
+    assert!(again.events.is_empty());
+    assert_eq!(again.status, task.status.clone().expect("status"));
+}
+
+#[test]
+fn publish_none_succeeds_without_a_publish_job() {
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        ((RunPhase::Review, 1), reviewed(true, false)),
+    ]);
+    let (task, plans) = settle(
+        task(json!({"publish": {"mode": "none"}}), json!({})),
+        &obs,
+        &t(0),
+    );
+    assert_eq!(phase(&task), Some(TaskPhase::Succeeded));
+    assert!(
+        plans
+            .iter()
+            .all(|p| p.create_job.map(|j| j.0) != Some(RunPhase::Publish))
+    );
+}
+
+#[test]
+fn the_volume_is_deleted_after_its_retention() {
+    let push_failed = ok(StepResult::Published(Published {
+        mode: RM::Merge,
+        merge_commit: None,
+        pushed: false,
+        push_error: Some("denied".into()),
+    }));
+    let mut obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        ((RunPhase::Review, 1), reviewed(true, false)),
+        ((RunPhase::Publish, 1), push_failed),
+    ]);
+    obs.profile = Some(profile(json!({"volume": {"retainAfterCompletion": "1h"}})));
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Succeeded));
+    let early = decide(&task, &obs, &t(600));
+    assert!(!early.delete_volume);
+    assert_eq!(early.requeue_after, Some(Duration::from_secs(3000)));
+    assert!(decide(&task, &obs, &t(3600)).delete_volume);
+}
+
+#[test]
+fn retry_publish_without_the_volume_is_refused_clearly() {
+    let push_failed = ok(StepResult::Published(Published {
+        mode: RM::Merge,
+        merge_commit: None,
+        pushed: false,
+        push_error: Some("denied".into()),
+    }));
+    let mut obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        ((RunPhase::Review, 1), reviewed(true, false)),
+        ((RunPhase::Publish, 1), push_failed),
+    ]);
+    let (mut task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    obs.repo_volume_exists = false;
+    task.metadata.annotations =
+        Some([("hermes.dev/retry-publish".to_owned(), "now".to_owned())].into());
+    let plan = decide(&task, &obs, &t(5));
+    assert_eq!(plan.create_job, None);
+    assert_eq!(plan.status.phase, Some(TaskPhase::Succeeded));
+    let c = conditions::get(&plan.status.conditions, types::PUSH_FAILED).expect("cond");
+    assert_eq!(c.reason, reasons::RETRY_REFUSED);
+}
+
+#[test]
+fn a_result_for_the_wrong_step_is_refused() {
+    let obs = observed(vec![((RunPhase::Prepare, 1), collected(0))]);
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Failed));
+    let c = conditions::get(
+        &task.status.as_ref().expect("status").conditions,
+        types::PREPARED,
+    )
+    .expect("cond");
+    assert_eq!(c.reason, reasons::RESULT_INVALID);
+}
+
+#[test]
+fn a_verdict_about_another_commit_than_the_recomputed_head_is_refused() {
+    let verdict = StepResult::Verdict(VerdictReport {
+        verdict: hermes_results::Verdict::Approve,
+        reviewed_commit: BASE.into(),
+        summary: "s".into(),
+        findings: vec![],
+        task_file_notes: None,
+        reviewer: None,
+        truncated: false,
+    });
+    let JobState::Succeeded { context, .. } = reviewed(true, false) else {
+        unreachable!()
+    };
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        (
+            (RunPhase::Review, 1),
+            JobState::Succeeded {
+                main: Some(encode(&verdict).expect("fits")),
+                context,
+            },
+        ),
+    ]);
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Failed));
+}
+
+#[test]
+fn transition_times_change_only_when_a_condition_flips() {
+    let obs = observed(vec![((RunPhase::Prepare, 1), JobState::Running)]);
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    let later = decide(&task, &obs, &t(100));
+    let admitted = |s: &HermesTaskStatus| {
+        conditions::get(&s.conditions, types::ADMITTED).map(|c| c.last_transition_time.clone())
+    };
+    assert_eq!(
+        admitted(&later.status),
+        admitted(task.status.as_ref().expect("status"))
+    );
+    assert_eq!(
+        Some(&later.status),
+        task.status.as_ref(),
+        "no status write when nothing changed"
+    );
+}

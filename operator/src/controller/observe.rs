@@ -1,0 +1,302 @@
+//! Reads what the decision looks at: the profile, the task file, the task's
+//! Jobs and their pods, the repo volume's claim.
+
+use std::collections::BTreeMap;
+
+use hermes_crds::task::PhaseImage;
+use hermes_crds::{HermesTask, RunPhase, profile::HermesProfile};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, PersistentVolumeClaim, Pod};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::decide::{JobState, JobView, Observed, TaskText};
+use crate::builders::{LABEL_ATTEMPT, LABEL_PHASE, LABEL_TASK, task_label};
+use crate::{Error, Result};
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let action = action.into();
+    move |source| Error::Kube { action, source }
+}
+
+fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Observes the world of one task.
+pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
+    let ns = task
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = task.name_any();
+    let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
+
+    let profiles: Api<HermesProfile> = Api::namespaced(client.clone(), &ns);
+    let profile = profiles
+        .get_opt(&task.spec.profile.0)
+        .await
+        .map_err(kube_err(format!(
+            "reading HermesProfile {ns}/{}",
+            task.spec.profile
+        )))?
+        .map(|p| p.spec);
+
+    let task_text = Some(task_text(client, task, &ns, &uid).await?);
+
+    let selector = format!("{LABEL_TASK}={}", task_label(&name));
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let job_list = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(format!("listing Jobs of {ns}/{name}")))?;
+    let pod_list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(format!("listing pods of {ns}/{name}")))?;
+
+    let mut views = BTreeMap::new();
+    for job in job_list
+        .items
+        .iter()
+        .filter(|j| owned_by(&j.metadata, &uid))
+    {
+        let labels = job.labels();
+        let Some(phase) = labels.get(LABEL_PHASE).and_then(|p| parse_phase(p)) else {
+            continue;
+        };
+        let attempt = labels
+            .get(LABEL_ATTEMPT)
+            .and_then(|a| a.parse::<u32>().ok())
+            .unwrap_or(1);
+        let job_uid = job.uid().unwrap_or_default();
+        let mut job_pods: Vec<&Pod> = pod_list
+            .items
+            .iter()
+            .filter(|p| owned_by(&p.metadata, &job_uid))
+            .collect();
+        job_pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+        let pod = job_pods.last().copied();
+        views.insert(
+            (phase, attempt),
+            JobView {
+                name: job.name_any(),
+                state: job_state(job, pod),
+                images: pod.map(|p| images(phase, p)).unwrap_or_default(),
+            },
+        );
+    }
+
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let repo_volume_exists = pvcs
+        .get_opt(&crate::builders::repo_pvc_name(&name))
+        .await
+        .map_err(kube_err(format!(
+            "reading the repo volume claim of {ns}/{name}"
+        )))?
+        .is_some_and(|p| owned_by(&p.metadata, &uid));
+
+    Ok(Observed {
+        profile,
+        task_text,
+        jobs: views,
+        repo_volume_exists,
+    })
+}
+
+fn parse_phase(s: &str) -> Option<RunPhase> {
+    RunPhase::ALL.into_iter().find(|p| p.as_str() == s)
+}
+
+async fn task_text(client: &Client, task: &HermesTask, ns: &str, uid: &str) -> Result<TaskText> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let own_name = crate::builders::task_configmap_name(&task.name_any());
+    // Once copied, the task's own immutable copy is what runs.
+    if let Some(own) = maps
+        .get_opt(&own_name)
+        .await
+        .map_err(kube_err(format!("reading ConfigMap {ns}/{own_name}")))?
+        && owned_by(&own.metadata, uid)
+        && let Some(text) = own.data.as_ref().and_then(|d| d.get("task.md"))
+    {
+        return Ok(TaskText::Ready(text.clone()));
+    }
+    if let Some(text) = &task.spec.task {
+        return Ok(TaskText::Ready(text.clone()));
+    }
+    let Some(r) = &task.spec.task_ref else {
+        return Ok(TaskText::Missing(
+            "the task has neither spec.task nor spec.taskRef".into(),
+        ));
+    };
+    if r.repo_path.is_some() {
+        return Ok(TaskText::InRepo);
+    }
+    let Some(key_ref) = &r.config_map_key_ref else {
+        return Ok(TaskText::Missing("spec.taskRef names no source".into()));
+    };
+    let cm = maps
+        .get_opt(&key_ref.name.0)
+        .await
+        .map_err(kube_err(format!("reading ConfigMap {ns}/{}", key_ref.name)))?;
+    Ok(match cm {
+        None => TaskText::Missing(format!(
+            "ConfigMap {:?} does not exist; the task waits for it",
+            key_ref.name.0
+        )),
+        Some(cm) => match cm.data.as_ref().and_then(|d| d.get(&key_ref.key)) {
+            Some(text) if !text.trim().is_empty() => TaskText::Ready(text.clone()),
+            Some(_) => TaskText::Missing(format!(
+                "key {:?} of ConfigMap {:?} is empty",
+                key_ref.key, key_ref.name.0
+            )),
+            None => TaskText::Missing(format!(
+                "ConfigMap {:?} has no key {:?}",
+                key_ref.name.0, key_ref.key
+            )),
+        },
+    })
+}
+
+fn condition(job: &Job, type_: &str) -> Option<(String, Option<String>)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| (c.type_.clone(), c.reason.clone()))
+}
+
+fn terminated_message(statuses: Option<&Vec<ContainerStatus>>, name: &str) -> Option<String> {
+    statuses?
+        .iter()
+        .find(|s| s.name == name)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .clone()
+}
+
+const IMAGE_PROBLEMS: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+];
+
+/// What the Job and its (latest) pod show.
+pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
+    let status = pod.and_then(|p| p.status.as_ref());
+    let main_name = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    if condition(job, "Complete").is_some() {
+        return JobState::Succeeded {
+            main: terminated_message(
+                status.and_then(|s| s.container_statuses.as_ref()),
+                &main_name,
+            ),
+            context: terminated_message(
+                status.and_then(|s| s.init_container_statuses.as_ref()),
+                "context",
+            ),
+        };
+    }
+    if let Some((_, reason)) = condition(job, "Failed") {
+        if reason.as_deref() == Some("DeadlineExceeded") {
+            return JobState::TimedOut;
+        }
+        let Some(status) = status else {
+            return JobState::Lost {
+                why: "the pod disappeared".into(),
+            };
+        };
+        let disrupted = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+        if disrupted || status.reason.as_deref() == Some("Evicted") {
+            return JobState::Lost {
+                why: status
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "the pod was disrupted".into()),
+            };
+        }
+        let all = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten());
+        for c in all {
+            if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
+                && t.exit_code != 0
+            {
+                return JobState::Failed {
+                    message: t.message.clone().filter(|m| !m.trim().is_empty()),
+                    why: format!(
+                        "container {} exited {}{}",
+                        c.name,
+                        t.exit_code,
+                        t.reason
+                            .as_ref()
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    ),
+                };
+            }
+        }
+        return JobState::Lost {
+            why: status
+                .reason
+                .clone()
+                .unwrap_or_else(|| "the pod failed before its containers ran".into()),
+        };
+    }
+    let waiting = status
+        .into_iter()
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        .find(|r| IMAGE_PROBLEMS.contains(&r.as_str()));
+    match waiting {
+        Some(r) => JobState::Lost {
+            why: format!("image not available ({r})"),
+        },
+        None => JobState::Running,
+    }
+}
+
+fn images(phase: RunPhase, pod: &Pod) -> Vec<PhaseImage> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .filter(|c| !c.image.is_empty())
+        .map(|c| PhaseImage {
+            phase,
+            container: c.name.clone(),
+            image: c.image.clone(),
+            image_id: (!c.image_id.is_empty()).then(|| c.image_id.clone()),
+        })
+        .collect()
+}

@@ -1,0 +1,477 @@
+//! The operator's state machine against a real API server, Job controller and
+//! garbage collector (Tier A). The tests play the kubelet: they end each
+//! Job's pod with the termination message a runner step would write.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use hermes_crds::TaskPhase;
+use hermes_crds::task::{Decider, Verdict};
+use hermes_results::{Failure, FailureReason, Step, StepResult, encode};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams};
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn happy_path_runs_every_phase_once_and_records_the_outcome() {
+    let Some(w) = World::new("happy").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("flag", json!({})).await;
+
+    w.wait_phase("flag", TaskPhase::Preparing).await;
+    // The children exist before the first Job runs.
+    let client = w.cluster.client.clone();
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &w.ns.name)
+        .get("flag-task")
+        .await
+        .expect("task ConfigMap");
+    assert_eq!(cm.immutable, Some(true));
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &w.ns.name)
+        .get("flag-repo")
+        .await
+        .expect("repo volume");
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &w.ns.name)
+        .list(&ListParams::default())
+        .await
+        .expect("policies");
+    assert_eq!(policies.items.len(), 5, "default deny + one per phase");
+
+    w.through_review("flag", true).await;
+    w.finish("flag-publish", "publish", &published(true)).await;
+    let t = w.wait_phase("flag", TaskPhase::Succeeded).await;
+
+    let s = t.status.clone().expect("status");
+    assert_eq!(s.base_commit.as_deref(), Some(BASE));
+    assert_eq!(s.head_commit.as_deref(), Some(HEAD));
+    assert_eq!(s.branch.as_deref(), Some("hermes/flag"));
+    let review = s.review.as_ref().expect("review");
+    assert_eq!(review.verdict, Verdict::Approve);
+    assert_eq!(review.reviewed_commit, HEAD);
+    assert_eq!(review.decided_by, Some(Decider::Reviewer));
+    let publish = s.publish.as_ref().expect("publish");
+    assert!(publish.pushed);
+    assert_eq!(publish.merge_commit.as_deref(), Some(MERGE));
+    let usage = s.usage.as_ref().expect("usage");
+    assert_eq!(
+        (usage.turns, usage.input_tokens, usage.output_tokens),
+        (4, 1200, 340)
+    );
+    assert_eq!(usage.cost_usd.as_deref(), Some("0.0123"));
+    assert_eq!(s.agent_version.as_deref(), Some("2.1.197"));
+    assert_eq!(
+        s.diff
+            .as_ref()
+            .map(|d| (d.files, d.insertions, d.deletions)),
+        Some((1, 3, 1))
+    );
+    assert_eq!(
+        s.task_file_notes.as_deref(),
+        Some("The task did not name the flag's help text.")
+    );
+    assert_eq!(s.task_file_sha256.as_ref().map(String::len), Some(64));
+    assert!(s.start_time.is_some() && s.completion_time.is_some());
+    assert!(
+        s.images
+            .iter()
+            .any(|i| i.container == "verdict" && i.image_id.is_some())
+    );
+    assert_eq!(
+        condition(&t, "Ready").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert!(
+        s.conditions
+            .iter()
+            .all(|c| c.observed_generation == t.metadata.generation)
+    );
+
+    assert_eq!(
+        w.job_names().await,
+        [
+            "flag-implement",
+            "flag-prepare",
+            "flag-publish",
+            "flag-review"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_rejecting_review_ends_rejected_and_publishes_nothing() {
+    let Some(w) = World::new("reject").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("bad", json!({})).await;
+    w.through_review("bad", false).await;
+    let t = w.wait_phase("bad", TaskPhase::Rejected).await;
+    assert_eq!(
+        t.status
+            .as_ref()
+            .and_then(|s| s.review.as_ref())
+            .map(|r| r.verdict),
+        Some(Verdict::Reject)
+    );
+    assert_eq!(
+        condition(&t, "Approved").map(|c| c.reason.as_str()),
+        Some("ReviewerRejected")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!w.job_names().await.contains(&"bad-publish".to_owned()));
+}
+
+#[tokio::test]
+async fn manual_review_publishes_only_on_approval_of_the_reviewed_commit() {
+    let Some(w) = World::new("manual").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("m", json!({"review": {"mode": "manual"}}))
+        .await;
+    w.through_review("m", true).await;
+    w.wait_phase("m", TaskPhase::AwaitingApproval).await;
+
+    // A stale or wrong sha is refused with a condition and an Event.
+    w.annotate("m", "hermes.dev/approve", MERGE).await;
+    let t = w
+        .wait_task("m", "ApprovalMismatch", |t| {
+            condition(t, "Approved").is_some_and(|c| c.reason == "ApprovalMismatch")
+        })
+        .await;
+    assert_eq!(
+        t.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::AwaitingApproval)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !w.job_names().await.contains(&"m-publish".to_owned()),
+        "no publish on a wrong sha"
+    );
+
+    w.annotate("m", "hermes.dev/approve", HEAD).await;
+    w.wait_phase("m", TaskPhase::Publishing).await;
+    w.finish("m-publish", "publish", &published(true)).await;
+    let t = w.wait_phase("m", TaskPhase::Succeeded).await;
+    assert_eq!(
+        t.status
+            .as_ref()
+            .and_then(|s| s.review.as_ref())
+            .and_then(|r| r.decided_by),
+        Some(Decider::Person)
+    );
+}
+
+#[tokio::test]
+async fn manual_rejection_of_the_reviewed_commit_rejects() {
+    let Some(w) = World::new("manualno").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("m", json!({"review": {"mode": "manual"}}))
+        .await;
+    w.through_review("m", true).await;
+    w.wait_phase("m", TaskPhase::AwaitingApproval).await;
+    w.annotate("m", "hermes.dev/reject", HEAD).await;
+    let t = w.wait_phase("m", TaskPhase::Rejected).await;
+    assert_eq!(
+        condition(&t, "Approved").map(|c| c.reason.as_str()),
+        Some("PersonRejected")
+    );
+}
+
+#[tokio::test]
+async fn a_failed_push_succeeds_with_a_warning_and_retry_publish_runs_it_again() {
+    let Some(w) = World::new("push").await else {
+        return;
+    };
+    // Retrying a push needs the volume: keep it after the task ends.
+    w.create_profile(json!({"volume": {"retainAfterCompletion": "1h"}}))
+        .await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("p", json!({})).await;
+    w.through_review("p", true).await;
+    w.finish("p-publish", "publish", &published(false)).await;
+    let t = w.wait_phase("p", TaskPhase::Succeeded).await;
+    let warn = condition(&t, "PushFailed").expect("PushFailed condition");
+    assert_eq!(warn.status, "True");
+    assert!(
+        warn.message.contains("protected branch"),
+        "{}",
+        warn.message
+    );
+    assert!(
+        !t.status
+            .as_ref()
+            .and_then(|s| s.publish.as_ref())
+            .expect("publish")
+            .pushed
+    );
+
+    w.annotate("p", "hermes.dev/retry-publish", "1").await;
+    w.wait_job("p-publish-2").await;
+    w.finish("p-publish-2", "publish", &published(true)).await;
+    let t = w
+        .wait_task("p", "a successful retry", |t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.publish.as_ref())
+                .is_some_and(|p| p.pushed)
+        })
+        .await;
+    assert_eq!(
+        t.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::Succeeded)
+    );
+    assert!(condition(&t, "PushFailed").is_none());
+    // The same annotation value does not run publish a third time.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!w.job_names().await.contains(&"p-publish-3".to_owned()));
+}
+
+#[tokio::test]
+async fn a_missing_profile_leaves_the_task_pending_until_it_appears() {
+    let Some(w) = World::new("noprofile").await else {
+        return;
+    };
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("wait", json!({})).await;
+    let t = w.wait_phase("wait", TaskPhase::Pending).await;
+    assert_eq!(
+        condition(&t, "Admitted").map(|c| c.reason.as_str()),
+        Some("ProfileNotFound")
+    );
+    assert!(w.job_names().await.is_empty());
+    w.create_profile(json!({})).await;
+    w.wait_job("wait-prepare").await;
+    w.wait_phase("wait", TaskPhase::Preparing).await;
+}
+
+#[tokio::test]
+async fn a_task_that_widens_its_profile_fails_without_jobs() {
+    let Some(w) = World::new("widen").await else {
+        return;
+    };
+    w.create_profile(json!({"timeouts": {"implement": {"default": "10m", "max": "20m"}}}))
+        .await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("greedy", json!({"timeouts": {"implement": "1h"}}))
+        .await;
+    let t = w.wait_phase("greedy", TaskPhase::Failed).await;
+    let ready = condition(&t, "Ready").expect("Ready");
+    assert_eq!(ready.reason, "ProfileViolation");
+    assert!(
+        ready.message.contains("spec.timeouts.implement"),
+        "{}",
+        ready.message
+    );
+    assert!(w.job_names().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_result_fails_the_task_and_trusts_nothing() {
+    let Some(w) = World::new("malformed").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("junk", json!({})).await;
+    w.finish_pod(
+        "junk-prepare",
+        &[],
+        (
+            "prepare",
+            0,
+            "{\"v\":1,\"result\":{\"prepared\":{\"baseCommit\":\"HEAD\",\"branch\":\"x\"}}}".into(),
+        ),
+    )
+    .await;
+    let t = w.wait_phase("junk", TaskPhase::Failed).await;
+    assert_eq!(
+        condition(&t, "Prepared").map(|c| c.reason.as_str()),
+        Some("ResultInvalid")
+    );
+    assert!(
+        t.status
+            .as_ref()
+            .and_then(|s| s.base_commit.as_ref())
+            .is_none(),
+        "nothing recorded from a bad result"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_step_fails_the_task_with_its_reason() {
+    let Some(w) = World::new("conflict").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("c", json!({})).await;
+    w.through_review("c", true).await;
+    let failure = StepResult::Failed(Failure {
+        step: Step::Publish,
+        reason: FailureReason::MergeConflict,
+        message: "conflict in src/lib.rs".into(),
+    });
+    w.finish_pod(
+        "c-publish",
+        &[],
+        ("publish", 1, encode(&failure).expect("fits")),
+    )
+    .await;
+    let t = w.wait_phase("c", TaskPhase::Failed).await;
+    let c = condition(&t, "Published").expect("Published condition");
+    assert_eq!(c.reason, "MergeConflict");
+    assert!(c.message.contains("src/lib.rs"));
+}
+
+#[tokio::test]
+async fn cancel_deletes_the_running_job_and_ends_cancelled() {
+    let Some(w) = World::new("cancel").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("stop", json!({})).await;
+    w.finish("stop-prepare", "prepare", &prepared("stop")).await;
+    w.wait_job("stop-implement").await;
+    w.annotate("stop", "hermes.dev/cancel", "true").await;
+    w.wait_phase("stop", TaskPhase::Cancelled).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while w
+        .jobs
+        .get_opt("stop-implement")
+        .await
+        .expect("read")
+        .is_some_and(|j| j.metadata.deletion_timestamp.is_none())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the implement Job was not deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_pod_is_retried_as_a_new_attempt_until_the_budget_is_spent() {
+    let Some(w) = World::new("retry").await else {
+        return;
+    };
+    w.create_profile(json!({"infrastructureRetries": 1})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("flaky", json!({})).await;
+    // The node "loses" the pod: the test deletes it, as an eviction would.
+    let pod = w.wait_pod("flaky-prepare").await;
+    w.pods
+        .delete(
+            pod.metadata.name.as_deref().unwrap(),
+            &DeleteParams::default(),
+        )
+        .await
+        .expect("delete pod");
+    w.wait_job("flaky-prepare-2").await;
+    let t = w
+        .wait_task("flaky", "attempt 2", |t| {
+            t.status.as_ref().and_then(|s| s.attempt) == Some(2)
+        })
+        .await;
+    assert_eq!(
+        t.status.as_ref().and_then(|s| s.phase),
+        Some(TaskPhase::Preparing)
+    );
+    let pod = w.wait_pod("flaky-prepare-2").await;
+    w.pods
+        .delete(
+            pod.metadata.name.as_deref().unwrap(),
+            &DeleteParams::default(),
+        )
+        .await
+        .expect("delete pod");
+    let t = w.wait_phase("flaky", TaskPhase::Failed).await;
+    assert_eq!(
+        condition(&t, "Prepared").map(|c| c.reason.as_str()),
+        Some("InfrastructureRetriesExhausted")
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_task_removes_every_child() {
+    let Some(w) = World::new("delete").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("gone", json!({})).await;
+    w.wait_job("gone-prepare").await;
+    w.tasks
+        .delete("gone", &DeleteParams::foreground())
+        .await
+        .expect("delete task");
+    let client = w.cluster.client.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let jobs = w.job_names().await;
+        let cms = Api::<ConfigMap>::namespaced(client.clone(), &w.ns.name)
+            .get_opt("gone-task")
+            .await
+            .expect("cm");
+        let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &w.ns.name)
+            .get_opt("gone-repo")
+            .await
+            .expect("pvc");
+        let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &w.ns.name)
+            .list(&ListParams::default())
+            .await
+            .expect("nps");
+        // The PVC has the pvc-protection finalizer; a deletion timestamp is enough.
+        let pvc_going = pvc.is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        if jobs.is_empty() && cms.is_none() && pvc_going && nps.items.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "children left: jobs {jobs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_operator_resumes_without_duplicating_anything() {
+    let Some(w) = World::new("crash").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let mut op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("k", json!({})).await;
+    w.wait_job("k-prepare").await;
+    op.kill();
+    // While no operator runs, prepare finishes.
+    w.finish("k-prepare", "prepare", &prepared("k")).await;
+    let op2 = Operator::start(&w.cluster, &w.ns.name);
+    w.finish("k-implement", "collect", &collected()).await;
+    drop(op2);
+    let _op3 = Operator::start(&w.cluster, &w.ns.name);
+    w.finish_pod(
+        "k-review",
+        &[("context", 0, encode(&context(vec![])).expect("fits"))],
+        ("verdict", 0, encode(&verdict(true)).expect("fits")),
+    )
+    .await;
+    w.finish("k-publish", "publish", &published(true)).await;
+    w.wait_phase("k", TaskPhase::Succeeded).await;
+    assert_eq!(
+        w.job_names().await,
+        ["k-implement", "k-prepare", "k-publish", "k-review"]
+    );
+}
