@@ -23,6 +23,8 @@
 
 pub mod builders;
 pub mod controller;
+pub mod leader;
+pub mod metrics;
 pub mod narrowing;
 
 /// The field manager of every object and status the operator writes.

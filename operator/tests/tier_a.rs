@@ -475,3 +475,103 @@ async fn a_killed_operator_resumes_without_duplicating_anything() {
         ["k-implement", "k-prepare", "k-publish", "k-review"]
     );
 }
+
+#[tokio::test]
+async fn two_replicas_only_the_leader_acts_and_the_standby_takes_over() {
+    let Some(w) = World::new("leader").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = Operator::start_with(&w.cluster, &w.ns.name, "replica-a", pa);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while http_get(pa, "/metrics").and_then(|m| metric(&m, "hermes_leader")) != Some(1.0) {
+        assert!(std::time::Instant::now() < deadline, "replica a never led");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _b = Operator::start_with(&w.cluster, &w.ns.name, "replica-b", pb);
+    w.create_task("l", json!({})).await;
+    w.wait_job("l-prepare").await;
+    w.wait_phase("l", TaskPhase::Preparing).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let standby = loop {
+        if let Some(m) = http_get(pb, "/metrics") {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica b never served metrics"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(metric(&standby, "hermes_leader"), Some(0.0), "{standby}");
+    assert_eq!(
+        metric(&standby, "hermes_reconciles_total"),
+        Some(0.0),
+        "the standby must not act:\n{standby}"
+    );
+    assert!(
+        http_get(pb, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "a standby is ready"
+    );
+    let leader = http_get(pa, "/metrics").expect("leader metrics");
+    assert!(
+        metric(&leader, "hermes_reconciles_total").is_some_and(|n| n >= 1.0),
+        "{leader}"
+    );
+
+    // The leader dies; its lease expires; the standby carries the task on.
+    a.kill();
+    w.finish("l-prepare", "prepare", &prepared("l")).await;
+    w.wait_job("l-implement").await;
+    let m = http_get(pb, "/metrics").expect("metrics");
+    assert_eq!(metric(&m, "hermes_leader"), Some(1.0), "{m}");
+    let lease = kube::api::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        w.cluster.client.clone(),
+        &w.ns.name,
+    )
+    .get("hermes-operator")
+    .await
+    .expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("replica-b")
+    );
+}
+
+#[tokio::test]
+async fn fifty_tasks_at_once_complete_with_no_duplicate_child() {
+    let Some(w) = World::new("fifty").await else {
+        return;
+    };
+    w.create_profile(json!({"concurrency": {"maxRunning": 100}}))
+        .await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    let names: Vec<String> = (0..50).map(|i| format!("t{i:02}")).collect();
+    for n in &names {
+        w.create_task(n, json!({"publish": {"mode": "none"}})).await;
+    }
+    for n in &names {
+        w.finish(&format!("{n}-prepare"), "prepare", &prepared(n))
+            .await;
+    }
+    for n in &names {
+        w.finish(&format!("{n}-implement"), "collect", &collected())
+            .await;
+    }
+    for n in &names {
+        w.finish_pod(
+            &format!("{n}-review"),
+            &[("context", 0, encode(&context(vec![])).expect("fits"))],
+            ("verdict", 0, encode(&verdict(true)).expect("fits")),
+        )
+        .await;
+    }
+    for n in &names {
+        w.wait_phase(n, TaskPhase::Succeeded).await;
+    }
+    let jobs = w.job_names().await;
+    assert_eq!(jobs.len(), 150, "three Jobs per task, no more");
+    let pods = w.pods.list(&ListParams::default()).await.expect("pods");
+    assert_eq!(pods.items.len(), 150, "one pod per Job");
+}

@@ -28,6 +28,7 @@ use kube::{Client, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
 use crate::builders::{ANNOTATION_TASK_NAME, LABEL_TASK};
+use crate::metrics::{Metrics, PhaseLabel, ReasonLabel};
 use crate::{EVENT_REPORTER, Error, Result};
 
 /// What every reconcile shares.
@@ -36,11 +37,13 @@ pub struct Context {
     pub client: Client,
     /// Publishes Events on tasks.
     pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// A context for `client`; `instance` names this replica in Events.
-    pub fn new(client: Client, instance: Option<String>) -> Self {
+    pub fn new(client: Client, instance: Option<String>, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: EVENT_REPORTER.into(),
             instance,
@@ -48,6 +51,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            metrics,
         }
     }
 }
@@ -68,9 +72,23 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
             // Children go with the task (ownerReferences); nothing outside the cluster to clean.
             return Ok(Action::await_change());
         }
+        let started = std::time::Instant::now();
+        ctx.metrics.reconciles.inc();
         let observed = observe::observe(&ctx.client, &task).await?;
         let plan = decide::decide(&task, &observed, &now());
         apply::execute(&ctx.client, &ctx.recorder, &task, &plan).await?;
+        let old_phase = task.status.as_ref().and_then(|s| s.phase);
+        if let Some(phase) = plan.status.phase.filter(|p| Some(*p) != old_phase) {
+            ctx.metrics
+                .transitions
+                .get_or_create(&PhaseLabel {
+                    phase: format!("{phase:?}"),
+                })
+                .inc();
+        }
+        ctx.metrics
+            .reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(plan
             .requeue_after
             .map_or_else(Action::await_change, Action::requeue))
@@ -81,7 +99,13 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
 
 /// What to do after a failed reconcile: transient API trouble retries soon,
 /// an invalid object (a bug, or a schema the operator does not match) later.
-pub fn error_policy(task: Arc<HermesTask>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(task: Arc<HermesTask>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .errors
+        .get_or_create(&ReasonLabel {
+            reason: error.metric_label().to_owned(),
+        })
+        .inc();
     warn!(namespace = task.namespace().unwrap_or_default(), name = task.name_any(), error = %error, reason = error.metric_label(), "reconcile failed");
     match error.metric_label() {
         "conflict" | "transport" | "api" | "not_found" => Action::requeue(Duration::from_secs(2)),
@@ -107,6 +131,7 @@ pub async fn run(
     client: Client,
     namespace: Option<String>,
     instance: Option<String>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
@@ -114,7 +139,8 @@ pub async fn run(
     let tasks: Api<HermesTask> = api(&client, ns);
     let controller = Controller::new(tasks, watcher::Config::default());
     let store = controller.store();
-    let ctx = Arc::new(Context::new(client.clone(), instance));
+    metrics.set_store(store.clone());
+    let ctx = Arc::new(Context::new(client.clone(), instance, metrics));
     controller
         .owns(api::<Job>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())

@@ -26,10 +26,15 @@ pub struct Operator {
 
 impl Operator {
     /// Starts an operator watching `namespace` only, so concurrent tests do
-    /// not act on each other's tasks.
+    /// not act on each other's tasks. Its identity is stable per namespace, as
+    /// a restarted container keeps its pod's name.
     pub fn start(cluster: &TierA, namespace: &str) -> Self {
-        let log =
-            std::env::temp_dir().join(format!("hermes-operator-test-{}.log", std::process::id()));
+        Self::start_with(cluster, namespace, &format!("op-{namespace}"), 0)
+    }
+
+    /// Starts an operator with a given identity and metrics port (0: any).
+    pub fn start_with(cluster: &TierA, namespace: &str, identity: &str, metrics_port: u16) -> Self {
+        let log = std::env::temp_dir().join(format!("hermes-operator-{namespace}-{identity}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -39,6 +44,8 @@ impl Operator {
             .env("KUBECONFIG", cluster.kubeconfig_path())
             .env("RUST_LOG", "info,kube=warn")
             .env("HERMES_WATCH_NAMESPACE", namespace)
+            .env("HERMES_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+            .env("POD_NAME", identity)
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file))
             .spawn()
@@ -51,6 +58,33 @@ impl Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// GET a path from an operator's metrics listener; None while it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The value of a metric line (`name value`), if present.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 impl Drop for Operator {
