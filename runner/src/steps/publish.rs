@@ -32,10 +32,23 @@ pub fn run(args: &PublishArgs, creds: &Credentials) -> Result<Published> {
     // The volume, as data.
     let vol = volume::check(&args.repo_dir)?;
     let src = volume::open_objects(&vol, &args.work_dir.join("volume-objects.git"))?;
+    let unreadable = |oid: Oid| {
+        move |e: git2::Error| {
+            if e.code() == git2::ErrorCode::NotFound {
+                Error::CommitMismatch(format!("commit {oid} is not in the volume's objects"))
+            } else {
+                Error::ObjectInvalid {
+                    oid: oid.to_string(),
+                    problem: e.message().to_owned(),
+                }
+            }
+        }
+    };
+    src.find_commit(reviewed).map_err(unreadable(reviewed))?;
     if reviewed != base
         && !src
             .graph_descendant_of(reviewed, base)
-            .map_err(|e| Error::CommitMismatch(format!("checking ancestry: {}", e.message())))?
+            .map_err(unreadable(reviewed))?
     {
         return Err(Error::CommitMismatch(format!(
             "the reviewed commit {reviewed} does not descend from the base commit {base}"
