@@ -305,3 +305,71 @@ fn reviewer_instruction_prints_the_schema() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"verdict\"") && text.contains("taskFileNotes"));
 }
+
+#[test]
+fn collect_commits_with_hermes_identity_and_reads_the_agent_report() {
+    let w = World::new();
+    let p = w.prepare();
+    w.agent_edits();
+    let out = w.path("agent.json");
+    std::fs::write(
+        &out,
+        r#"{"type":"result","subtype":"success","is_error":false,"num_turns":4,"result":"done","total_cost_usd":0.25,"usage":{"input_tokens":100,"output_tokens":50,"cache_read_input_tokens":7,"cache_creation_input_tokens":3}}"#,
+    )
+    .unwrap();
+    let repo = w.repo_dir();
+    let r = w.runner(&[
+        "collect",
+        "--repo-dir",
+        repo.to_str().unwrap(),
+        "--base-commit",
+        &p.base_commit,
+        "--branch",
+        BRANCH,
+        "--task-name",
+        TASK,
+        "--scope",
+        "src/**",
+        "--agent-output",
+        out.to_str().unwrap(),
+    ]);
+    let StepResult::Collected(c) = r.result else {
+        panic!("{:?}\n{}", r.result, r.stderr)
+    };
+    let agent = c.agent.unwrap();
+    assert_eq!(
+        (agent.turns, agent.input_tokens, agent.output_tokens),
+        (4, 100, 50)
+    );
+    assert_eq!(agent.cost_usd.as_deref(), Some("0.25"));
+    let msg = git(
+        &repo,
+        &["log", "-1", "--format=%an <%ae>%n%B", &c.head_commit],
+    );
+    assert!(
+        msg.starts_with("Hermes <hermes@hermes.dev>") && msg.contains("Hermes-Task: t1"),
+        "{msg}"
+    );
+    // A missing agent output is no report, not a failure.
+    std::fs::write(repo.join("src/more.txt"), "x\n").unwrap();
+    let r = w.runner(&[
+        "collect",
+        "--repo-dir",
+        repo.to_str().unwrap(),
+        "--base-commit",
+        &p.base_commit,
+        "--branch",
+        BRANCH,
+        "--task-name",
+        TASK,
+        "--scope",
+        "src/**",
+        "--agent-output",
+        w.path("missing.json").to_str().unwrap(),
+    ]);
+    let StepResult::Collected(c) = r.result else {
+        panic!("{:?}", r.result)
+    };
+    assert!(c.agent.is_none());
+    assert_eq!(c.commits, 3);
+}
