@@ -697,6 +697,60 @@ const CASES: &[Case] = &[
         context_args: &[],
     },
     Case {
+        name: "tree_entry_named_dot_git_in_another_case",
+        // A tree the git CLI would never write: `src/.GIT/hooks/post-checkout`
+        // (on a case-insensitive checkout, a hook inside `.git`).
+        plant: |w, r| {
+            let repo = vol(w);
+            let mktree = |input: String| {
+                let mut child = std::process::Command::new("git")
+                    .args(["mktree", "--missing"])
+                    .current_dir(&repo)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+                String::from_utf8(child.wait_with_output().unwrap().stdout)
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            };
+            let blob = git(&repo, &["hash-object", "-w", "src/lib.txt"]);
+            let hooks = mktree(format!("100644 blob {blob}\tpost-checkout\n"));
+            let dotgit_tree = mktree(format!("040000 tree {hooks}\thooks\n"));
+            let src = git(&repo, &["ls-tree", &format!("{r}:src")]);
+            let src_tree = mktree(format!("{src}\n040000 tree {dotgit_tree}\t.GIT\n"));
+            let top: Vec<String> = git(&repo, &["ls-tree", r])
+                .lines()
+                .map(|l| {
+                    if l.ends_with("\tsrc") {
+                        format!("040000 tree {src_tree}\tsrc")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect();
+            let top_tree = mktree(format!("{}\n", top.join("\n")));
+            let c = git(
+                &repo,
+                &[
+                    "commit-tree",
+                    &top_tree,
+                    "-p",
+                    r,
+                    "-m",
+                    "agent: sneaky tree",
+                ],
+            );
+            git(&repo, &["update-ref", &format!("refs/heads/{BRANCH}"), &c]);
+            c
+        },
+        context: Ctx::Findings(&["gitPath"]),
+        publish: Pub::PushesReviewed,
+        context_args: &[],
+    },
+    Case {
         name: "out_of_scope_change",
         plant: |w, _| {
             commit(w, |d| {
@@ -912,4 +966,5 @@ corpus_tests! {
     context_rejects_executable_bit_change => "executable_bit_change",
     runner_ignores_hostile_global_gitconfig => "hostile_global_gitconfig_in_home",
     context_rejects_out_of_scope_change => "out_of_scope_change",
+    context_rejects_tree_entry_named_dot_git => "tree_entry_named_dot_git_in_another_case",
 }
