@@ -1,0 +1,171 @@
+//! The runner's one error type: a variant per failure site.
+
+use std::path::PathBuf;
+
+use hermes_results::FailureReason;
+
+/// Result with the runner's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can make a step fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument is missing, malformed or unsafe.
+    #[error("invalid argument {arg}: {problem}")]
+    InvalidArgument {
+        /// The flag.
+        arg: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A mounted input file could not be read.
+    #[error("reading {what} {}", path.display())]
+    ReadInput {
+        /// What the file is.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An output file could not be written.
+    #[error("writing {what} {}", path.display())]
+    WriteOutput {
+        /// What the file is.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credentials directory does not hold a usable set of credentials.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// libgit2 could not be configured.
+    #[error("hardening libgit2")]
+    Init(#[source] git2::Error),
+    /// A repository of the runner's own could not be created or opened.
+    #[error("creating the repository in {}", path.display())]
+    CreateRepo {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: git2::Error,
+    },
+    /// The remote refused the credentials.
+    #[error("authentication to the remote failed")]
+    Auth(#[source] git2::Error),
+    /// Fetching from the remote failed.
+    #[error("fetching {what} from the remote")]
+    Fetch {
+        /// The ref.
+        what: String,
+        /// Why.
+        #[source]
+        source: git2::Error,
+    },
+    /// The base branch is not on the remote.
+    #[error("base branch {0} not found on the remote")]
+    BaseRefNotFound(String),
+    /// The task file is not in the base commit's tree.
+    #[error("task file {0} not found at the base commit")]
+    TaskFileNotFound(String),
+    /// The volume is not safe to read.
+    #[error("the repo volume is unsafe to read: {0}")]
+    VolumeUnsafe(String),
+    /// The task branch is missing from the volume.
+    #[error("branch {0} is missing from the repo volume")]
+    BranchMissing(String),
+    /// A commit is not the one expected or does not descend from the base.
+    #[error("{0}")]
+    CommitMismatch(String),
+    /// An object read from the volume failed verification.
+    #[error("object {oid} from the volume is invalid: {problem}")]
+    ObjectInvalid {
+        /// The object id.
+        oid: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The change does not merge cleanly into the base branch.
+    #[error("the reviewed commit does not merge cleanly into the base branch ({} conflicting paths: {})", paths.len(), paths.join(", "))]
+    MergeConflict {
+        /// The conflicting paths (the first few).
+        paths: Vec<String>,
+    },
+    /// A git operation on a repository of the runner's own failed.
+    #[error("git: {op}")]
+    Git {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: git2::Error,
+    },
+    /// A JSON file could not be written.
+    #[error("serializing {what}")]
+    Json {
+        /// What.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The result could not be encoded.
+    #[error("encoding the result")]
+    Encode(#[source] hermes_results::Error),
+}
+
+impl Error {
+    /// The stable reason the operator turns into a condition.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            Error::InvalidArgument { .. } | Error::ReadInput { .. } | Error::Credentials(_) => {
+                FailureReason::InvalidInput
+            }
+            Error::Auth(_) => FailureReason::AuthenticationFailed,
+            Error::Fetch { .. } => FailureReason::CloneFailed,
+            Error::BaseRefNotFound(_) => FailureReason::BaseRefNotFound,
+            Error::TaskFileNotFound(_) => FailureReason::TaskFileNotFound,
+            Error::VolumeUnsafe(_) => FailureReason::VolumeUnsafe,
+            Error::BranchMissing(_) => FailureReason::BranchMissing,
+            Error::CommitMismatch(_) => FailureReason::CommitMismatch,
+            Error::ObjectInvalid { .. } => FailureReason::ObjectsInvalid,
+            Error::MergeConflict { .. } => FailureReason::MergeConflict,
+            Error::WriteOutput { .. }
+            | Error::Init(_)
+            | Error::CreateRepo { .. }
+            | Error::Git { .. }
+            | Error::Json { .. }
+            | Error::Encode(_) => FailureReason::Internal,
+        }
+    }
+
+    /// The error and its sources, joined: the message for a person.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    /// Shorthand for [`Error::Git`].
+    pub fn git(op: &'static str) -> impl FnOnce(git2::Error) -> Error {
+        move |source| Error::Git { op, source }
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn arg(arg: &'static str, problem: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            arg,
+            problem: problem.into(),
+        }
+    }
+}

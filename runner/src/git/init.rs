@@ -1,0 +1,50 @@
+//! Process-wide libgit2 hardening, done first thing in `main`.
+
+use std::path::Path;
+
+use git2::ConfigLevel;
+
+use crate::{Error, Result};
+
+/// Points every config search path (system, global, XDG, programdata) at
+/// `empty_dir`, so no `gitconfig` outside a repository of the runner's own
+/// is ever read (no `safe.directory`, `url.*.insteadOf`, `http.proxy`,
+/// `core.sshCommand` from the image or `$HOME`), and turns on strict object
+/// creation and hash verification of every object read. libgit2's owner
+/// validation stays on (its default; nothing here turns it off).
+///
+/// Must run before any other thread exists and before any libgit2 call.
+#[allow(unsafe_code)]
+pub fn harden(empty_dir: &Path) -> Result<()> {
+    let empty = empty_dir
+        .to_str()
+        .ok_or_else(|| Error::arg("empty config dir", "not UTF-8"))?;
+    for level in [
+        ConfigLevel::System,
+        ConfigLevel::Global,
+        ConfigLevel::XDG,
+        ConfigLevel::ProgramData,
+    ] {
+        // SAFETY: `set_search_path` mutates libgit2's global settings without
+        // locking. It is called here, in `main`, before any thread is started
+        // and before any other libgit2 call, so nothing can race with it.
+        unsafe { git2::opts::set_search_path(level, empty) }.map_err(Error::Init)?;
+    }
+    git2::opts::strict_object_creation(true);
+    git2::opts::strict_hash_verification(true);
+    Ok(())
+}
+
+/// Where the empty config directory is: an empty directory that exists in
+/// every runner image (`/var/empty`) or, failing that, a path that does not
+/// exist, which libgit2 treats as empty.
+pub fn empty_config_dir() -> &'static Path {
+    const CANDIDATE: &str = "/var/empty";
+    let p = Path::new(CANDIDATE);
+    let empty = std::fs::read_dir(p).is_ok_and(|mut entries| entries.next().is_none());
+    if empty {
+        p
+    } else {
+        Path::new("/nonexistent/hermes-empty-config")
+    }
+}

@@ -1,0 +1,249 @@
+//! Talking to the remote: fetch and push with credentials handed over only
+//! through libgit2 callbacks, only for the configured URL, at most once per
+//! operation (no retry loop against a refusing server), no redirects, no
+//! proxy, no tags, and SSH host keys checked against the pinned list.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode,
+    FetchOptions, ProxyOptions, PushOptions, RemoteCallbacks, RemoteRedirect, Repository,
+};
+
+use crate::credentials::Credentials;
+use crate::{Error, Result};
+
+/// Validates a remote URL: `https://`, `http://` or `ssh://` without
+/// userinfo, or scp-like `user@host:path`; nothing that looks like an option.
+pub fn validate_url(url: &str) -> Result<()> {
+    let bad = |p: &str| Err(Error::arg("--url", p.to_owned()));
+    if url.is_empty() || url.len() > 2048 {
+        return bad("empty or too long");
+    }
+    if url.starts_with('-') || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("must not start with '-' or contain spaces or control characters");
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if !matches!(scheme, "https" | "http" | "ssh") {
+            return bad("scheme must be https, http or ssh");
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if scheme != "ssh" && authority.contains('@') {
+            return bad("must not carry credentials");
+        }
+        if authority.contains(':') && authority.contains('@') && scheme == "ssh" {
+            let user = authority.split('@').next().unwrap_or_default();
+            if user.contains(':') {
+                return bad("must not carry credentials");
+            }
+        }
+        return Ok(());
+    }
+    // scp-like: [user@]host:path
+    match url.split_once(':') {
+        Some((host, path))
+            if !host.is_empty()
+                && !path.is_empty()
+                && !host.contains('/')
+                && !path.starts_with(':') =>
+        {
+            Ok(())
+        }
+        _ => bad("not a URL git understands"),
+    }
+}
+
+/// Tracks how the callbacks went, to classify failures.
+#[derive(Clone, Default)]
+struct Attempts {
+    credentials: Rc<Cell<u32>>,
+    refused_url: Rc<Cell<bool>>,
+}
+
+fn callbacks<'a>(url: &'a str, creds: &'a Credentials, attempts: &Attempts) -> RemoteCallbacks<'a> {
+    let mut cb = RemoteCallbacks::new();
+    let a = attempts.clone();
+    cb.credentials(move |asked_url, url_user, allowed| {
+        if asked_url != url {
+            // Never hand credentials to anything but the configured remote.
+            a.refused_url.set(true);
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "credentials requested for a URL other than the configured remote: refused",
+            ));
+        }
+        let n = a.credentials.get() + 1;
+        a.credentials.set(n);
+        let auth_failed = || {
+            git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "authentication failed: the remote refused the credentials",
+            )
+        };
+        match creds {
+            Credentials::Basic { username, password }
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) && n == 1 =>
+            {
+                Cred::userpass_plaintext(username, password)
+            }
+            Credentials::Ssh {
+                username,
+                private_key,
+                ..
+            } if n <= 2 => {
+                let user = username.as_deref().or(url_user).unwrap_or("git");
+                if allowed.contains(CredentialType::USERNAME) {
+                    Cred::username(user)
+                } else if allowed.contains(CredentialType::SSH_KEY) {
+                    Cred::ssh_key_from_memory(user, None, private_key, None)
+                } else {
+                    Err(auth_failed())
+                }
+            }
+            Credentials::None => Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "the remote asks for credentials and none are mounted",
+            )),
+            _ => Err(auth_failed()),
+        }
+    });
+    cb.certificate_check(move |cert, host| {
+        if let Some(hostkey) = cert.as_hostkey() {
+            let pinned = match creds {
+                Credentials::Ssh { known_hosts, .. } => hostkey
+                    .hostkey()
+                    .is_some_and(|key| known_hosts.accepts(host, key)),
+                _ => false,
+            };
+            if pinned {
+                Ok(CertificateCheckStatus::CertificateOk)
+            } else {
+                Err(git2::Error::new(
+                    ErrorCode::Certificate,
+                    ErrorClass::Ssh,
+                    "the SSH host key is not pinned in known_hosts: refused",
+                ))
+            }
+        } else {
+            // X.509: libgit2 verifies the chain and host name itself.
+            Ok(CertificateCheckStatus::CertificatePassthrough)
+        }
+    });
+    cb
+}
+
+fn classify(e: git2::Error, attempts: &Attempts, what: &str) -> Error {
+    if e.code() == ErrorCode::Auth || attempts.refused_url.get() {
+        Error::Auth(e)
+    } else {
+        Error::Fetch {
+            what: what.to_owned(),
+            source: e,
+        }
+    }
+}
+
+fn fetch_options<'a>(
+    url: &'a str,
+    creds: &'a Credentials,
+    attempts: &Attempts,
+) -> FetchOptions<'a> {
+    let mut fo = FetchOptions::new();
+    fo.remote_callbacks(callbacks(url, creds, attempts))
+        .download_tags(AutotagOption::None)
+        .follow_redirects(RemoteRedirect::None)
+        .proxy_options(ProxyOptions::new())
+        .update_fetchhead(false);
+    fo
+}
+
+/// Fetches `refs/heads/<branch>` of `url` into `refs/remotes/origin/<branch>`
+/// of `repo` (whose `origin` remote must exist, or an anonymous one is used
+/// when `named` is false) and returns the fetched commit.
+pub fn fetch_branch(
+    repo: &Repository,
+    url: &str,
+    branch: &str,
+    creds: &Credentials,
+    named: bool,
+) -> Result<git2::Oid> {
+    let attempts = Attempts::default();
+    let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+    let mut remote = if named {
+        repo.find_remote("origin")
+    } else {
+        repo.remote_anonymous(url)
+    }
+    .map_err(Error::git("setting up the remote"))?;
+    let mut fo = fetch_options(url, creds, &attempts);
+    remote
+        .fetch(&[refspec.as_str()], Some(&mut fo), None)
+        .map_err(|e| classify(e, &attempts, branch))?;
+    let tracking = format!("refs/remotes/origin/{branch}");
+    match repo.refname_to_id(&tracking) {
+        Ok(oid) => Ok(oid),
+        Err(e) if e.code() == ErrorCode::NotFound => Err(Error::BaseRefNotFound(branch.to_owned())),
+        Err(e) => Err(Error::git("reading the fetched branch")(e)),
+    }
+}
+
+/// Pushes the local ref `src` to `dst` on `url`. `Ok(Err(text))` is a push
+/// the remote refused or that could not reach it; `Err` is a local error.
+pub fn push(
+    repo: &Repository,
+    url: &str,
+    src: &str,
+    dst: &str,
+    creds: &Credentials,
+) -> Result<std::result::Result<(), String>> {
+    let attempts = Attempts::default();
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(Error::git("setting up the remote"))?;
+    let rejected: Rc<std::cell::RefCell<Vec<String>>> = Rc::default();
+    let mut cb = callbacks(url, creds, &attempts);
+    let r = rejected.clone();
+    cb.push_update_reference(move |refname, status| {
+        if let Some(msg) = status {
+            r.borrow_mut().push(format!("{refname}: {msg}"));
+        }
+        Ok(())
+    });
+    let mut po = PushOptions::new();
+    po.remote_callbacks(cb)
+        .follow_redirects(RemoteRedirect::None)
+        .proxy_options(ProxyOptions::new());
+    let refspec = format!("{src}:{dst}");
+    match remote.push(&[refspec.as_str()], Some(&mut po)) {
+        Err(e) => Ok(Err(format!("push failed: {}", e.message()))),
+        Ok(()) => {
+            let rejected = rejected.borrow();
+            if rejected.is_empty() {
+                Ok(Ok(()))
+            } else {
+                Ok(Err(format!("push rejected: {}", rejected.join("; "))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_url;
+
+    #[test]
+    fn urls_with_credentials_or_options_are_refused() {
+        assert!(validate_url("https://git.example/org/repo.git").is_ok());
+        assert!(validate_url("ssh://git@git.example/org/repo.git").is_ok());
+        assert!(validate_url("git@git.example:org/repo.git").is_ok());
+        assert!(validate_url("https://user:pw@git.example/repo.git").is_err());
+        assert!(validate_url("https://token@git.example/repo.git").is_err());
+        assert!(validate_url("-uhttps://x").is_err());
+        assert!(validate_url("ext::sh -c touch% /tmp/pwned").is_err());
+        assert!(validate_url("file:///etc").is_err());
+    }
+}

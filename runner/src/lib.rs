@@ -1,0 +1,36 @@
+//! `hermes-runner`: the in-pod steps of a Hermes task, on libgit2, with no git
+//! CLI and no shell.
+//!
+//! ```text
+//!  prepare pod   prepare  ── clone baseRef (read creds), create task branch ──> repo volume
+//!  implement pod agent → collect ── commit what is left (advisory report) ───> repo volume
+//!  review pod    context  ── volume read AS DATA: refs parsed by hand, objects
+//!                            through a private repository, policy checks ──> bundle dir
+//!                reviewer → verdict ── strict verdict JSON + policy findings
+//!  publish pod   publish  ── fresh clone (push creds), copy reviewed objects out of
+//!                            the volume hash-verified, merge or branch, push
+//!  every step ── one versioned JSON result ──> termination message (hermes-results)
+//! ```
+//!
+//! Once the agent has run, the repo volume is hostile. `context` and
+//! `publish` never open it as a repository: they check its shape (`.git` a
+//! real directory, no alternates, only plain files under `objects/`), read
+//! branch heads from the ref files themselves, and look objects up through a
+//! fresh repository of the runner's own whose object database borrows the
+//! volume's object directory. No config, hook, attribute, ref or alternate
+//! of the volume is ever read by libgit2 there. `git::init::harden` empties
+//! every libgit2 config search path and turns on hash verification first
+//! thing in `main`; credentials live only in memory (`credentials`) and every
+//! text that leaves the pod goes through `scrub`.
+
+pub mod agent;
+pub mod cli;
+pub mod credentials;
+pub mod error;
+pub mod git;
+pub mod output;
+pub mod scope;
+pub mod scrub;
+pub mod steps;
+
+pub use error::{Error, Result};

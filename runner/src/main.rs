@@ -1,0 +1,116 @@
+//! `hermes-runner` entry point: harden libgit2, parse the command line, run
+//! one step, write its one result, exit non-zero on failure.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hermes_results::{Failure, FailureReason, Step, StepResult};
+use hermes_runner::cli::{Cli, Command};
+use hermes_runner::credentials::Credentials;
+use hermes_runner::scrub::Scrubber;
+use hermes_runner::{Error, git, output, steps};
+
+fn main() -> ExitCode {
+    // First: no gitconfig outside the runner's own repositories, verified objects.
+    let hardened = git::init::harden(git::init::empty_config_dir());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if e.use_stderr()
+                && let Some(step) = std::env::args().nth(1).as_deref().and_then(step_named)
+            {
+                let failure = Failure {
+                    step,
+                    reason: FailureReason::InvalidInput,
+                    message: e.kind().to_string(),
+                };
+                let _ =
+                    output::write_result(&output::termination_path(), StepResult::Failed(failure));
+                return ExitCode::from(2);
+            }
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Command::ReviewerInstruction = cli.command {
+        print!("{}", steps::verdict::INSTRUCTION);
+        return ExitCode::SUCCESS;
+    }
+    let step = step_of(&cli.command);
+    let mut scrubber = Scrubber::default();
+    let result = hardened.and_then(|()| run(&cli.command, &mut scrubber));
+    let (result, code) = match result {
+        Ok(r) => (r, ExitCode::SUCCESS),
+        Err(e) => {
+            let message = scrubber.scrub(&e.chain());
+            tracing::error!(reason = ?e.reason(), %message, "step failed");
+            let failure = Failure {
+                step,
+                reason: e.reason(),
+                message,
+            };
+            (StepResult::Failed(failure), ExitCode::FAILURE)
+        }
+    };
+    match output::write_result(&output::termination_path(), result) {
+        Ok(()) => code,
+        Err(e) => {
+            tracing::error!(error = %scrubber.scrub(&e.chain()), "writing the result");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> {
+    Ok(match command {
+        Command::Prepare(a) => {
+            let creds = Credentials::load(a.credentials_dir.as_deref())?;
+            *scrubber = creds.scrubber();
+            StepResult::Prepared(steps::prepare::run(a, &creds)?)
+        }
+        Command::Collect(a) => StepResult::Collected(steps::collect::run(a)?),
+        Command::Context(a) => StepResult::Context(steps::context::run(a)?),
+        Command::Verdict(a) => StepResult::Verdict(steps::verdict::run(a)?),
+        Command::Publish(a) => {
+            let creds = Credentials::load(a.credentials_dir.as_deref())?;
+            *scrubber = creds.scrubber();
+            StepResult::Published(steps::publish::run(a, &creds)?)
+        }
+        Command::ReviewerInstruction => {
+            return Err(Error::arg(
+                "command",
+                "reviewer-instruction writes no result",
+            ));
+        }
+    })
+}
+
+fn step_of(command: &Command) -> Step {
+    match command {
+        Command::Prepare(_) | Command::ReviewerInstruction => Step::Prepare,
+        Command::Collect(_) => Step::Collect,
+        Command::Context(_) => Step::Context,
+        Command::Verdict(_) => Step::Verdict,
+        Command::Publish(_) => Step::Publish,
+    }
+}
+
+fn step_named(name: &str) -> Option<Step> {
+    Some(match name {
+        "prepare" => Step::Prepare,
+        "collect" => Step::Collect,
+        "context" => Step::Context,
+        "verdict" => Step::Verdict,
+        "publish" => Step::Publish,
+        _ => return None,
+    })
+}
