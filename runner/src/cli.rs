@@ -28,6 +28,10 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print the instruction the reviewer is given (the verdict schema).
     ReviewerInstruction,
+    /// Copy this binary into a shared folder, for wrapping the agent.
+    Install(crate::wrap::InstallArgs),
+    /// Run the agent or reviewer CLI: prompt on stdin, output and exit code to files.
+    Exec(crate::wrap::ExecArgs),
 }
 
 /// `prepare` arguments.
@@ -90,6 +94,10 @@ pub struct CollectArgs {
     /// The agent process's exit code, when the pod knows it.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub agent_exit_code: i32,
+    /// A file holding the agent's exit code (written by `exec`); wins over
+    /// `--agent-exit-code`. A missing or unreadable file counts as a failure.
+    #[arg(long)]
+    pub agent_exit_code_file: Option<PathBuf>,
 }
 
 /// `context` arguments.
@@ -122,6 +130,9 @@ pub struct ContextArgs {
     /// Whether out-of-scope paths reject or warn.
     #[arg(long, value_enum, default_value_t = OutOfScopePolicy::Reject)]
     pub out_of_scope: OutOfScopePolicy,
+    /// Extra review instructions from the task, added to the reviewer's prompt.
+    #[arg(long)]
+    pub review_instructions: Option<String>,
 }
 
 /// `verdict` arguments.

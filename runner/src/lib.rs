@@ -10,6 +10,8 @@
 //!  publish pod   publish  ── fresh clone (push creds), copy reviewed objects out of
 //!                            the volume hash-verified, merge or branch, push
 //!  every step ── one versioned JSON result ──> termination message (hermes-results)
+//!  install / exec ── the agent's wrapper: prompt on stdin, output and exit code to files,
+//!                    model Secret files → env of the CLI alone (no result of their own)
 //! ```
 //!
 //! Once the agent has run, the repo volume is hostile. `context` and
@@ -32,5 +34,6 @@ pub mod output;
 pub mod scope;
 pub mod scrub;
 pub mod steps;
+pub mod wrap;
 
 pub use error::{Error, Result};

@@ -41,9 +41,38 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Command::ReviewerInstruction = cli.command {
-        print!("{}", steps::verdict::INSTRUCTION);
-        return ExitCode::SUCCESS;
+    match &cli.command {
+        Command::ReviewerInstruction => {
+            print!("{}", steps::verdict::INSTRUCTION);
+            return ExitCode::SUCCESS;
+        }
+        Command::Install(a) => {
+            return match hermes_runner::wrap::install(a) {
+                Ok(dest) => {
+                    tracing::info!(dest = %dest.display(), "installed");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.chain(), "install failed");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Exec(a) => {
+            // The wrapped CLI's own failure is reported by the step after it
+            // (collect or verdict), which still has to run: exit 0 then.
+            return match hardened.and_then(|()| hermes_runner::wrap::exec(a)) {
+                Ok(code) => {
+                    tracing::info!(code, "the wrapped command exited");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.chain(), "could not run the wrapped command");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let step = step_of(&cli.command);
     let mut scrubber = Scrubber::default();
@@ -85,18 +114,18 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
             *scrubber = creds.scrubber();
             StepResult::Published(steps::publish::run(a, &creds)?)
         }
-        Command::ReviewerInstruction => {
-            return Err(Error::arg(
-                "command",
-                "reviewer-instruction writes no result",
-            ));
+        Command::ReviewerInstruction | Command::Install(_) | Command::Exec(_) => {
+            return Err(Error::arg("command", "this command writes no result"));
         }
     })
 }
 
 fn step_of(command: &Command) -> Step {
     match command {
-        Command::Prepare(_) | Command::ReviewerInstruction => Step::Prepare,
+        Command::Prepare(_)
+        | Command::ReviewerInstruction
+        | Command::Install(_)
+        | Command::Exec(_) => Step::Prepare,
         Command::Collect(_) => Step::Collect,
         Command::Context(_) => Step::Context,
         Command::Verdict(_) => Step::Verdict,

@@ -139,12 +139,14 @@ fn install_runner(input: &BuildInput<'_>) -> Container {
 /// The agent or reviewer, wrapped by the runner's `exec`: it feeds the prompt
 /// on standard input, saves the CLI's output, and turns the model Secret's
 /// files into environment variables for the CLI alone.
+#[allow(clippy::too_many_arguments)]
 fn agent_container(
     input: &BuildInput<'_>,
     name: &str,
     spec: &hermes_crds::profile::AgentSpec,
     prompt: &str,
     output: &str,
+    exit_code: &str,
     workdir: &str,
     mut mounts: Vec<VolumeMount>,
 ) -> Container {
@@ -156,6 +158,8 @@ fn agent_container(
         prompt.into(),
         "--stdout".into(),
         output.into(),
+        "--exit-code-file".into(),
+        exit_code.into(),
         "--workdir".into(),
         workdir.into(),
     ];
@@ -275,6 +279,7 @@ fn prepare(input: &BuildInput<'_>) -> Pod {
 
 fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
     let agent_output = format!("{}/agent-output.json", paths::SCRATCH);
+    let agent_exit = format!("{}/agent-exit-code", paths::SCRATCH);
     let mut agent_mounts = vec![mount(REPO_VOLUME, paths::WORKSPACE, false)];
     let mut volumes = vec![
         repo_volume(input, false),
@@ -296,6 +301,7 @@ fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         &input.profile.agent,
         task_file(input),
         &agent_output,
+        &agent_exit,
         paths::REPO,
         agent_mounts,
     );
@@ -311,7 +317,12 @@ fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         input.name().to_owned(),
     ];
     scopes(input, &mut args);
-    args.extend(["--agent-output".into(), agent_output]);
+    args.extend([
+        "--agent-output".into(),
+        agent_output,
+        "--agent-exit-code-file".into(),
+        agent_exit,
+    ]);
     let collect = runner(
         input,
         "collect",
@@ -347,6 +358,12 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         args.extend(["--protected".into(), g.0.clone()]);
     }
     args.extend([
+        "--out-of-scope".into(),
+        match policy.out_of_scope {
+            hermes_crds::profile::OutOfScope::Reject => "reject",
+            hermes_crds::profile::OutOfScope::Warn => "warn",
+        }
+        .into(),
         "--max-file-bytes".into(),
         policy.max_file_bytes.to_string(),
         "--task-file".into(),
@@ -385,6 +402,7 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         &input.profile.reviewer,
         &format!("{bundle}/prompt.md"),
         &reviewer_output,
+        &format!("{}/reviewer-exit-code", paths::SCRATCH),
         &bundle,
         vec![],
     );

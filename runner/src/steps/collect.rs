@@ -98,10 +98,18 @@ pub fn run(args: &CollectArgs) -> Result<Collected> {
     }
 
     let (commits, diff, out_of_scope) = summarize(&repo, base, head, &scope)?;
+    let exit_code = match &args.agent_exit_code_file {
+        // `exec` always writes it; its absence means the agent never ran to the end.
+        Some(path) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .unwrap_or(-1),
+        None => args.agent_exit_code,
+    };
     let agent = args
         .agent_output
         .as_deref()
-        .and_then(|p| agent::read_report(p, args.agent_exit_code));
+        .and_then(|p| agent::read_report(p, exit_code));
     Ok(Collected {
         head_commit: head.to_string(),
         commits,
