@@ -260,6 +260,15 @@ impl TierA {
     /// Creates a namespace of its own for one test; it is deleted when the
     /// returned guard drops, even if the test panics.
     pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, Error> {
+        self.namespace_labelled(prefix, &[]).await
+    }
+
+    /// Like [`TierA::namespace`], with extra labels (e.g. Pod Security enforcement).
+    pub async fn namespace_labelled(
+        &self,
+        prefix: &str,
+        extra_labels: &[(&str, &str)],
+    ) -> Result<TestNamespace, Error> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -271,10 +280,15 @@ impl TierA {
             nanos % 0xfffff,
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let mut labels = serde_json::Map::new();
+        labels.insert(TEST_NAMESPACE_LABEL.into(), "true".into());
+        for (k, v) in extra_labels {
+            labels.insert((*k).into(), (*v).into());
+        }
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": name, "labels": {TEST_NAMESPACE_LABEL: "true"}},
+            "metadata": {"name": name, "labels": labels},
         }))
         .map_err(|e| Error::Timeout(format!("building namespace: {e}")))?;
         Api::<Namespace>::all(self.client.clone())

@@ -575,3 +575,97 @@ async fn fifty_tasks_at_once_complete_with_no_duplicate_child() {
     let pods = w.pods.list(&ListParams::default()).await.expect("pods");
     assert_eq!(pods.items.len(), 150, "one pod per Job");
 }
+
+#[tokio::test]
+async fn a_task_file_from_a_configmap_is_copied_once_and_waits_for_its_configmap() {
+    let Some(w) = World::new("cmref").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task(
+        "c",
+        json!({"task": null, "taskRef": {"configMapKeyRef": {"name": "tasks", "key": "c.md"}}}),
+    )
+    .await;
+    let t = w.wait_phase("c", TaskPhase::Pending).await;
+    let admitted = condition(&t, "Admitted").expect("Admitted");
+    assert_eq!(admitted.reason, "TaskFileNotFound");
+    assert!(admitted.message.contains("tasks"), "{}", admitted.message);
+
+    let maps: Api<ConfigMap> = Api::namespaced(w.cluster.client.clone(), &w.ns.name);
+    let source: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tasks"},
+        "data": {"c.md": "# From a ConfigMap\nDo the thing."},
+    }))
+    .unwrap();
+    maps.create(&kube::api::PostParams::default(), &source)
+        .await
+        .expect("create source");
+    // Other people's ConfigMaps are not watched; the operator looks again every few seconds.
+    w.wait_job("c-prepare").await;
+    let copy = maps.get("c-task").await.expect("the task's copy");
+    assert_eq!(
+        copy.data
+            .as_ref()
+            .and_then(|d| d.get("task.md"))
+            .map(String::as_str),
+        Some("# From a ConfigMap\nDo the thing.")
+    );
+    let t = w
+        .wait_task("c", "a task file hash", |t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.task_file_sha256.as_ref())
+                .is_some()
+        })
+        .await;
+    let sha = t
+        .status
+        .as_ref()
+        .and_then(|s| s.task_file_sha256.clone())
+        .unwrap();
+    assert_eq!(
+        sha,
+        hermes_operator::builders::task_file_sha256("# From a ConfigMap\nDo the thing.")
+    );
+}
+
+#[tokio::test]
+async fn every_phase_transition_is_an_event() {
+    let Some(w) = World::new("events").await else {
+        return;
+    };
+    w.create_profile(json!({})).await;
+    let _op = Operator::start(&w.cluster, &w.ns.name);
+    w.create_task("e", json!({})).await;
+    w.through_review("e", true).await;
+    w.finish("e-publish", "publish", &published(true)).await;
+    w.wait_phase("e", TaskPhase::Succeeded).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(w.cluster.client.clone(), &w.ns.name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let list = events.list(&ListParams::default()).await.expect("events");
+        let notes: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.note.as_deref().is_some_and(|n| n.contains(" → ")))
+            .filter_map(|e| e.note.clone())
+            .collect();
+        let wanted = [
+            "new → Preparing",
+            "Preparing → Implementing",
+            "Implementing → Reviewing",
+            "Reviewing → Publishing",
+        ];
+        if wanted.iter().all(|w| notes.iter().any(|n| n == w)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events seen: {notes:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -128,6 +128,23 @@ fn phase_of(p: RunPhase) -> TaskPhase {
     }
 }
 
+/// The Event reason for entering a phase.
+fn phase_reason(p: TaskPhase) -> &'static str {
+    match p {
+        TaskPhase::Pending => "Pending",
+        TaskPhase::Queued => "Queued",
+        TaskPhase::Preparing => "Preparing",
+        TaskPhase::Implementing => "Implementing",
+        TaskPhase::Reviewing => "Reviewing",
+        TaskPhase::AwaitingApproval => "AwaitingApproval",
+        TaskPhase::Publishing => "Publishing",
+        TaskPhase::Succeeded => "Succeeded",
+        TaskPhase::Rejected => "Rejected",
+        TaskPhase::Failed => "Failed",
+        TaskPhase::Cancelled => "Cancelled",
+    }
+}
+
 fn condition_of(p: RunPhase) -> &'static str {
     match p {
         RunPhase::Prepare => types::PREPARED,
@@ -245,7 +262,9 @@ impl Decider<'_> {
             let from = self
                 .old_phase
                 .map_or_else(|| "new".to_owned(), |o| format!("{o:?}"));
-            self.event(false, "PhaseChanged", format!("{from} → {p:?}"));
+            // The reason is the phase entered: Events with the same reason
+            // on one object are folded into one series by the recorder.
+            self.event(false, phase_reason(p), format!("{from} → {p:?}"));
         }
         if self.plan.requeue_after.is_none()
             && !self.plan.status.phase.is_some_and(TaskPhase::is_terminal)
@@ -312,6 +331,8 @@ impl Decider<'_> {
                 if self.plan.status.phase.is_none() {
                     self.plan.status.phase = Some(TaskPhase::Pending);
                 }
+                // Other people's ConfigMaps are not watched: look again soon.
+                self.plan.requeue_after = Some(Duration::from_secs(5));
                 return;
             }
         }

@@ -106,7 +106,15 @@ impl World {
     pub async fn new(prefix: &str) -> Option<Self> {
         let cluster = TierA::connect().await?;
         cluster.install_crds().await.expect("CRDs");
-        let ns = cluster.namespace(prefix).await.expect("namespace");
+        // Pod Security "restricted" is enforced: a task pod that broke it
+        // would never be created, and every test here would time out.
+        let ns = cluster
+            .namespace_labelled(
+                prefix,
+                &[("pod-security.kubernetes.io/enforce", "restricted")],
+            )
+            .await
+            .expect("namespace");
         let client = cluster.client.clone();
         Some(Self {
             tasks: Api::namespaced(client.clone(), &ns.name),

@@ -161,7 +161,11 @@ fn a_new_task_starts_prepare_with_its_children() {
     assert!(plan.ensure_children);
     assert_eq!(plan.status.phase, Some(TaskPhase::Preparing));
     assert_eq!(plan.task_text.as_deref(), Some("do it"));
-    assert!(plan.events.iter().any(|e| e.reason == "PhaseChanged"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "Preparing" && e.note == "new → Preparing")
+    );
 }
 
 #[test]
