@@ -47,6 +47,7 @@ pub fn job_name(task: &str, phase: RunPhase, attempt: u32) -> String {
 
 const REPO_VOLUME: &str = "repo";
 const SCRATCH_VOLUME: &str = "scratch";
+const BUNDLE_VOLUME: &str = "bundle";
 const TMP_VOLUME: &str = "tmp";
 const BIN_VOLUME: &str = "hermes-bin";
 const HOME_VOLUME: &str = "home";
@@ -341,7 +342,10 @@ fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
 }
 
 fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
-    let bundle = format!("{}/bundle", paths::SCRATCH);
+    // The bundle is written by context alone and read-only to the reviewer
+    // and to verdict: the reviewer (a model with tools) cannot rewrite the
+    // policy findings verdict reads.
+    let bundle = paths::BUNDLE.to_owned();
     let reviewer_output = format!("{}/reviewer-output.json", paths::SCRATCH);
     let policy = &input.profile.policy;
     let mut args = vec![
@@ -376,12 +380,13 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
     }
     let mut context_mounts = vec![
         mount(REPO_VOLUME, paths::WORKSPACE, true),
-        mount(SCRATCH_VOLUME, paths::SCRATCH, false),
+        mount(BUNDLE_VOLUME, paths::BUNDLE, false),
         mount(TMP_VOLUME, "/tmp", false),
     ];
     let mut volumes = vec![
         repo_volume(input, true),
-        empty_dir(SCRATCH_VOLUME, "1Gi"),
+        empty_dir(BUNDLE_VOLUME, "1Gi"),
+        empty_dir(SCRATCH_VOLUME, "256Mi"),
         empty_dir(TMP_VOLUME, "1Gi"),
         empty_dir(BIN_VOLUME, "128Mi"),
         empty_dir(HOME_VOLUME, "256Mi"),
@@ -404,7 +409,7 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         &reviewer_output,
         &format!("{}/reviewer-exit-code", paths::SCRATCH),
         &bundle,
-        vec![],
+        vec![mount(BUNDLE_VOLUME, paths::BUNDLE, true)],
     );
     let verdict = runner(
         input,
@@ -417,6 +422,7 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
             reviewer_output,
         ],
         vec![
+            mount(BUNDLE_VOLUME, paths::BUNDLE, true),
             mount(SCRATCH_VOLUME, paths::SCRATCH, true),
             mount(TMP_VOLUME, "/tmp", false),
         ],

@@ -55,6 +55,8 @@ pub mod paths {
     pub const TASK_FILE: &str = "/hermes/task/task.md";
     /// The emptyDir the steps of one pod hand files through.
     pub const SCRATCH: &str = "/hermes/scratch";
+    /// The review bundle: written by `context`, read-only to everything after it.
+    pub const BUNDLE: &str = "/hermes/bundle";
     /// The runner binary, copied for wrapping the agent's command.
     pub const BIN: &str = "/hermes/bin";
     /// The agent's writable home (CLI configuration).

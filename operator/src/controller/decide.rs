@@ -639,10 +639,30 @@ impl Decider<'_> {
                     hermes_results::Verdict::Approve => Verdict::Approve,
                     hermes_results::Verdict::Reject => Verdict::Reject,
                 };
+                // The policy findings that count are context's, from its own
+                // termination message, written before the reviewer ran: a
+                // verdict that drops them does not make them go away.
+                let mut findings: Vec<Finding> = ctx.findings.iter().map(finding).collect();
+                for f in v.findings.iter().map(finding) {
+                    if !findings.contains(&f) {
+                        findings.push(f);
+                    }
+                }
+                findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+                findings.truncate(50);
+                let verdict = if ctx
+                    .findings
+                    .iter()
+                    .any(|f| f.severity == hermes_results::Severity::Reject)
+                {
+                    Verdict::Reject
+                } else {
+                    verdict
+                };
                 self.plan.status.review = Some(ReviewOutcome {
                     verdict,
                     summary: (!v.summary.is_empty()).then(|| v.summary.clone()),
-                    findings: v.findings.iter().map(finding).collect(),
+                    findings,
                     reviewed_commit: v.reviewed_commit.clone(),
                     decided_by: None,
                 });

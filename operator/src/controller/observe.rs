@@ -221,6 +221,10 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
                 why: "the pod disappeared".into(),
             };
         };
+        // The pod's own activeDeadlineSeconds may fire before the Job's.
+        if status.reason.as_deref() == Some("DeadlineExceeded") {
+            return JobState::TimedOut;
+        }
         let disrupted = status
             .conditions
             .iter()

@@ -394,3 +394,51 @@ fn transition_times_change_only_when_a_condition_flips() {
         "no status write when nothing changed"
     );
 }
+
+#[test]
+fn policy_findings_count_even_when_the_verdict_drops_them() {
+    // context found a reject-severity policy problem; the verdict (which the
+    // reviewer could have influenced) approves and lists nothing.
+    let JobState::Succeeded { context, .. } = reviewed(true, true) else {
+        unreachable!()
+    };
+    let verdict = StepResult::Verdict(VerdictReport {
+        verdict: hermes_results::Verdict::Approve,
+        reviewed_commit: HEAD.into(),
+        summary: "Looks fine.".into(),
+        findings: vec![],
+        task_file_notes: None,
+        reviewer: None,
+        truncated: false,
+    });
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        (
+            (RunPhase::Review, 1),
+            JobState::Succeeded {
+                main: Some(encode(&verdict).expect("fits")),
+                context,
+            },
+        ),
+    ]);
+    let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Rejected));
+    let review = task
+        .status
+        .as_ref()
+        .and_then(|s| s.review.as_ref())
+        .expect("review");
+    assert_eq!(review.verdict, Verdict::Reject);
+    assert!(
+        review
+            .findings
+            .iter()
+            .any(|f| f.path.as_deref() == Some(".github/workflows/ci.yml"))
+    );
+    assert!(
+        plans
+            .iter()
+            .all(|p| p.create_job.map(|j| j.0) != Some(RunPhase::Publish))
+    );
+}
