@@ -156,9 +156,25 @@ async fn create_directly(client: &kube::Client, ns: &str, t: &HermesTask, profil
         .unwrap();
 }
 
-fn start_operator(cluster: &TierA, ns: &str) -> Child {
+/// The operator process; killed and reaped when dropped.
+struct Operator(Child);
+
+impl Operator {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_operator(cluster: &TierA, ns: &str) -> Operator {
     let bin = env!("CARGO_BIN_EXE_hermes-operator");
-    Command::new(bin)
+    let child = Command::new(bin)
         .env("KUBECONFIG", cluster.kubeconfig_path())
         .env("RUST_LOG", "warn")
         .env("HERMES_WATCH_NAMESPACE", ns)
@@ -167,7 +183,8 @@ fn start_operator(cluster: &TierA, ns: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("operator")
+        .expect("operator");
+    Operator(child)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -231,7 +248,7 @@ async fn main() {
 
     let op_ns = cluster.namespace("bench-op").await.unwrap();
     make_profile(op_ns.name.clone()).await;
-    let mut op = start_operator(&cluster, &op_ns.name);
+    let op = start_operator(&cluster, &op_ns.name);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = watch_jobs(Api::namespaced(client.clone(), &op_ns.name));
     let tasks_op: Api<HermesTask> = Api::namespaced(client.clone(), &op_ns.name);
@@ -278,7 +295,7 @@ async fn main() {
 
     let burst_ns = cluster.namespace("bench-bop").await.unwrap();
     make_profile(burst_ns.name.clone()).await;
-    let mut op_b = start_operator(&cluster, &burst_ns.name);
+    let op_b = start_operator(&cluster, &burst_ns.name);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen_b = watch_jobs(Api::namespaced(client.clone(), &burst_ns.name));
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -308,14 +325,14 @@ async fn main() {
     }
     let op_burst = summarize(lat, t0.elapsed());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_burst = rss_mib(op_b.id());
-    let _ = op_b.kill();
-    let _ = op.kill();
+    let rss_burst = rss_mib(op_b.pid());
+    drop(op_b);
+    drop(op);
 
     // 3. Memory with many tasks: tasks under a missing profile stay Pending
     // (no children), so only the operator's caches grow.
     let big_ns = cluster.namespace("bench-big").await.unwrap();
-    let mut op_big = start_operator(&cluster, &big_ns.name);
+    let op_big = start_operator(&cluster, &big_ns.name);
     let t0 = Instant::now();
     futures::stream::iter(0..big_n)
         .map(|i| {
@@ -349,8 +366,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let settled_in = t0.elapsed();
-    let rss_big = rss_mib(op_big.id());
-    let _ = op_big.kill();
+    let rss_big = rss_mib(op_big.pid());
+    drop(op_big);
 
     println!("Operator overhead: task created → prepare Job exists (Tier A, this machine)");
     println!(

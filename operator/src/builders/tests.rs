@@ -378,11 +378,37 @@ fn default_deny_covers_ingress_and_egress_of_every_task_pod() {
 fn only_context_can_write_the_review_bundle() {
     let (t, p) = (task(json!({})), profile());
     let pod = pod(&build(&t, &p, RunPhase::Review, 1));
-    for c in pod.init_containers.iter().flatten().chain(pod.containers.iter()) {
-        for m in c.volume_mounts.iter().flatten().filter(|m| m.mount_path == paths::BUNDLE) {
-            assert_eq!(m.read_only, Some(c.name != "context"), "{} mounts the bundle", c.name);
+    for c in pod
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(pod.containers.iter())
+    {
+        for m in c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.mount_path == paths::BUNDLE)
+        {
+            assert_eq!(
+                m.read_only,
+                Some(c.name != "context"),
+                "{} mounts the bundle",
+                c.name
+            );
         }
     }
-    let reviewer = pod.init_containers.iter().flatten().find(|c| c.name == "reviewer").expect("reviewer");
-    assert!(reviewer.volume_mounts.iter().flatten().any(|m| m.mount_path == paths::BUNDLE));
+    let reviewer = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "reviewer")
+        .expect("reviewer");
+    assert!(
+        reviewer
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == paths::BUNDLE)
+    );
 }
