@@ -452,28 +452,47 @@ async fn a_killed_operator_resumes_without_duplicating_anything() {
         return;
     };
     w.create_profile(json!({})).await;
-    let mut op = Operator::start(&w.cluster, &w.ns.name);
     w.create_task("k", json!({})).await;
-    w.wait_job("k-prepare").await;
-    op.kill();
-    // While no operator runs, prepare finishes.
-    w.finish("k-prepare", "prepare", &prepared("k")).await;
-    let op2 = Operator::start(&w.cluster, &w.ns.name);
-    w.finish("k-implement", "collect", &collected()).await;
-    drop(op2);
-    let _op3 = Operator::start(&w.cluster, &w.ns.name);
-    w.finish_pod(
-        "k-review",
-        &[("context", 0, encode(&context(vec![])).expect("fits"))],
-        ("verdict", 0, encode(&verdict(true)).expect("fits")),
-    )
-    .await;
-    w.finish("k-publish", "publish", &published(true)).await;
+    // In every phase: an operator starts the phase, is SIGKILLed, the phase's
+    // pod finishes while no operator runs, and a fresh operator carries on.
+    let review = |approve| {
+        (
+            vec![("context", 0, encode(&context(vec![])).expect("fits"))],
+            ("verdict", 0, encode(&verdict(approve)).expect("fits")),
+        )
+    };
+    let steps: Vec<(&str, Vec<(&str, i32, String)>, (&str, i32, String))> = vec![
+        (
+            "k-prepare",
+            vec![],
+            ("prepare", 0, encode(&prepared("k")).expect("fits")),
+        ),
+        (
+            "k-implement",
+            vec![],
+            ("collect", 0, encode(&collected()).expect("fits")),
+        ),
+        ("k-review", review(true).0, review(true).1),
+        (
+            "k-publish",
+            vec![],
+            ("publish", 0, encode(&published(true)).expect("fits")),
+        ),
+    ];
+    for (job, init, main) in steps {
+        let mut op = Operator::start(&w.cluster, &w.ns.name);
+        w.wait_job(job).await;
+        op.kill();
+        w.finish_pod(job, &init, main).await;
+    }
+    let _op = Operator::start(&w.cluster, &w.ns.name);
     w.wait_phase("k", TaskPhase::Succeeded).await;
     assert_eq!(
         w.job_names().await,
         ["k-implement", "k-prepare", "k-publish", "k-review"]
     );
+    let pods = w.pods.list(&ListParams::default()).await.expect("pods");
+    assert_eq!(pods.items.len(), 4, "one pod per Job");
 }
 
 #[tokio::test]
