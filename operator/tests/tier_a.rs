@@ -461,7 +461,7 @@ async fn a_killed_operator_resumes_without_duplicating_anything() {
             ("verdict", 0, encode(&verdict(approve)).expect("fits")),
         )
     };
-    let steps: Vec<(&str, Vec<(&str, i32, String)>, (&str, i32, String))> = vec![
+    let steps: Vec<(&str, Vec<Outcome>, Outcome)> = vec![
         (
             "k-prepare",
             vec![],

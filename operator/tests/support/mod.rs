@@ -15,6 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+/// How a container ended: (name, exit code, termination message).
+pub type Outcome<'a> = (&'a str, i32, String);
+
 pub const BASE: &str = "89abcdef0123456789abcdef0123456789abcdef";
 pub const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
 pub const MERGE: &str = "fedcba9876543210fedcba9876543210fedcba98";
