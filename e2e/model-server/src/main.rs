@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use hermes_model_server::{Config, Scenarios, Server};
 
 const USAGE: &str = "usage: hermes-model-server [--listen ADDR] [--scenarios DIR] \
-[--default-scenario NAME] [--api-key KEY] [--dump-dir DIR] [--quiet] [--list]
+[--default-scenario NAME] [--api-key KEY] [--dump-dir DIR] [--break-streams] [--quiet] [--list]
 
   --listen ADDR            address to bind (default 127.0.0.1:8080)
   --scenarios DIR          add the *.yaml/*.json scenarios of DIR to the built-in ones
@@ -14,6 +14,8 @@ const USAGE: &str = "usage: hermes-model-server [--listen ADDR] [--scenarios DIR
   --api-key KEY            require this key (x-api-key or Bearer), else 401
                            (also read from HERMES_MODEL_SERVER_API_KEY)
   --dump-dir DIR           write every request body to DIR
+  --break-streams          cut every SSE stream after its first event (tests the
+                           CLI's fallback to a non-streaming request)
   --quiet                  do not log requests to stderr
   --list                   print the scenario names and exit
 
@@ -37,6 +39,7 @@ fn run() -> Result<(), String> {
     let mut dump_dir = None;
     let mut log = true;
     let mut list = false;
+    let mut break_streams = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value\n{USAGE}"));
@@ -47,6 +50,7 @@ fn run() -> Result<(), String> {
             "--api-key" => api_key = Some(value("--api-key")?),
             "--dump-dir" => dump_dir = Some(PathBuf::from(value("--dump-dir")?)),
             "--quiet" => log = false,
+            "--break-streams" => break_streams = true,
             "--list" => list = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -80,6 +84,7 @@ fn run() -> Result<(), String> {
         default_scenario,
         dump_dir,
         log,
+        break_streams,
     })
     .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
     eprintln!(

@@ -33,6 +33,9 @@ pub struct Config {
     pub dump_dir: Option<PathBuf>,
     /// Whether to log each request to stderr.
     pub log: bool,
+    /// Break every SSE stream after its first event (closing the
+    /// connection), to exercise the CLI's fallback to a plain request.
+    pub break_streams: bool,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             default_scenario: None,
             dump_dir: None,
             log: true,
+            break_streams: false,
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct Record {
     pub status: u16,
     /// The tool results the request carried in its last message.
     pub tool_results: Vec<String>,
+    /// Whether the request asked for an SSE stream.
+    pub stream: bool,
+    /// Whether the server broke the stream on purpose (`break_streams`).
+    pub broken: bool,
 }
 
 struct State {
@@ -195,18 +203,24 @@ fn serve_connection(conn: TcpStream, state: &State) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = BufWriter::new(conn);
     while let Some(req) = http::read_request(&mut reader)? {
-        let close = req.wants_close();
         let record = handle(&req, state, &mut writer)?;
+        let close = req.wants_close() || record.broken;
         if state.config.log {
             eprintln!(
-                "hermes-model-server: {} {} scenario={} kind={:?} turn={} model={} status={}",
+                "hermes-model-server: {} {} scenario={} kind={:?} turn={} model={} stream={} status={}{}",
                 record.method,
                 record.path,
                 record.scenario.as_deref().unwrap_or("-"),
                 record.kind,
                 record.turn.map_or("-".to_owned(), |t| t.to_string()),
                 record.model.as_deref().unwrap_or("-"),
+                record.stream,
                 record.status,
+                if record.broken {
+                    " (stream broken on purpose)"
+                } else {
+                    ""
+                },
             );
         }
         if let Ok(mut r) = state.records.lock() {
@@ -266,6 +280,8 @@ fn handle(req: &Request, state: &State, w: &mut impl Write) -> std::io::Result<R
         model: None,
         status: 200,
         tool_results: Vec::new(),
+        stream: false,
+        broken: false,
     };
     let head = req.method == "HEAD";
     let reply = match (req.method.as_str(), rest) {
@@ -278,7 +294,9 @@ fn handle(req: &Request, state: &State, w: &mut impl Write) -> std::io::Result<R
         }
         ("POST", "/v1/messages" | "/v1/messages/count_tokens") => {
             match messages(req, state, scenario.as_deref(), rest, &mut record) {
-                Ok((inspected, turn)) => return send_turn(w, &inspected, &turn, record),
+                Ok((inspected, turn)) => {
+                    return send_turn(w, state, &inspected, &turn, record);
+                }
                 Err(reply) => reply,
             }
         }
@@ -335,6 +353,7 @@ fn messages(
     })?;
     let inspected = api::inspect(&body);
     record.model = Some(inspected.model.clone());
+    record.stream = inspected.stream;
     record.tool_results = inspected.tool_results.clone();
     if counting {
         record.kind = Kind::CountTokens;
@@ -401,6 +420,7 @@ fn dump(state: &State, n: u64, kind: &str, body: &[u8]) {
 
 fn send_turn(
     w: &mut impl Write,
+    state: &State,
     inspected: &Inspected,
     turn: &Turn,
     mut record: Record,
@@ -410,6 +430,11 @@ fn send_turn(
         let mut c = Chunked::start(w, 200, "text/event-stream", &[])?;
         for (name, data) in api::stream_events(&inspected.model, turn) {
             c.send(api::sse(name, &data).as_bytes())?;
+            if state.config.break_streams {
+                // The caller closes the connection mid-body.
+                record.broken = true;
+                return Ok(record);
+            }
         }
         c.finish()?;
     } else {

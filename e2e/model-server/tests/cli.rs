@@ -195,3 +195,42 @@ fn network_probe_records_each_address_it_tried() {
     // proves the CLI itself contacted only the base URL.
     c.assert_only_base_url_contacted();
 }
+
+#[test]
+fn implementer_falls_back_to_plain_replies_when_every_stream_breaks() {
+    let Some(claude) = claude() else { return };
+    let c = Contained::with_config(None, |config| config.break_streams = true);
+    let repo = repo_from_fixture(c.temp.path(), "greeter");
+    let task = std::fs::read_to_string(repo.join("task.md")).unwrap();
+
+    let out = c.run(&claude, "implementer-happy", &repo, &task, "Bash");
+
+    assert_eq!(out.code, Some(0), "{}\n{}", out.result, out.stderr);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), " M src/greet.sh\n");
+    // Each turn: a stream cut after message_start, then the same turn
+    // asked for again without streaming.
+    let seen: Vec<_> = c
+        .server
+        .records()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Turn)
+        .map(|r| (r.turn, r.stream, r.broken))
+        .collect();
+    let want: Vec<_> = (0..4)
+        .flat_map(|t| [(Some(t), true, true), (Some(t), false, false)])
+        .collect();
+    assert_eq!(seen, want);
+    // The cost and the per-model usage follow the plain replies' usage...
+    let cost = out.result["total_cost_usd"].as_f64().unwrap();
+    assert!((cost - common::expected_cost("implementer-happy")).abs() < 1e-9);
+    let per_model = &out.result["modelUsage"][common::MODEL];
+    assert_eq!(per_model["inputTokens"], 1670);
+    assert_eq!(per_model["outputTokens"], 180);
+    assert_eq!(per_model["cacheCreationInputTokens"], 3000);
+    assert_eq!(per_model["cacheReadInputTokens"], 13100);
+    // ...but the top-level `usage` of 2.1.197 counts streamed messages only:
+    // after fallbacks it says 0. Read tokens from `modelUsage`.
+    assert_eq!(out.result["usage"]["input_tokens"], 0);
+    assert_eq!(out.result["usage"]["output_tokens"], 0);
+    c.assert_only_base_url_contacted();
+}

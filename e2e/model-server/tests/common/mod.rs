@@ -176,8 +176,14 @@ pub struct Contained {
 impl Contained {
     /// A server with the built-in scenarios (requiring `api_key` when set).
     pub fn new(api_key: Option<&str>) -> Self {
+        Self::with_config(api_key, |_| {})
+    }
+
+    /// Like [`Contained::new`], with the server's config adjusted by `f`.
+    pub fn with_config(api_key: Option<&str>, f: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::loopback(Scenarios::builtin().unwrap());
         config.api_key = api_key.map(str::to_owned);
+        f(&mut config);
         let server = Server::start(config).unwrap();
         Self {
             server,
