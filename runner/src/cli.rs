@@ -122,8 +122,16 @@ pub struct ContextArgs {
     #[arg(long)]
     pub max_file_bytes: u64,
     /// The task file (copied into the bundle).
+    #[arg(
+        long,
+        required_unless_present = "task_path",
+        conflicts_with = "task_path"
+    )]
+    pub task_file: Option<PathBuf>,
+    /// The task file as a path in the repository, read from the base commit's
+    /// objects (hash-verified), never from the agent-touched work tree.
     #[arg(long)]
-    pub task_file: PathBuf,
+    pub task_path: Option<String>,
     /// Where to write the review bundle.
     #[arg(long)]
     pub out_dir: PathBuf,

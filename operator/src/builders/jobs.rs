@@ -370,11 +370,21 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         .into(),
         "--max-file-bytes".into(),
         policy.max_file_bytes.to_string(),
-        "--task-file".into(),
-        task_file(input).into(),
         "--out-dir".into(),
         bundle.clone(),
     ]);
+    // A task file from the repository is read from the base commit's objects:
+    // the copy prepare left on the volume is the agent's to touch.
+    match input
+        .task
+        .spec
+        .task_ref
+        .as_ref()
+        .and_then(|r| r.repo_path.as_ref())
+    {
+        Some(path) => args.extend(["--task-path".into(), path.0.clone()]),
+        None => args.extend(["--task-file".into(), paths::TASK_FILE.into()]),
+    }
     if let Some(text) = &input.task.spec.review.instructions {
         args.extend(["--review-instructions".into(), text.clone()]);
     }

@@ -59,19 +59,17 @@ pub fn run(args: &ContextArgs) -> Result<ContextReport> {
         return Err(Error::arg("--max-file-bytes", "must be positive"));
     }
     crate::steps::empty_dir("--out-dir", &args.out_dir)?;
-    let task = crate::agent::read_bounded(&args.task_file, MAX_TASK_FILE).ok_or_else(|| {
-        Error::arg(
-            "--task-file",
-            "missing, not a regular file, or larger than 1 MiB",
-        )
-    })?;
-    write(&args.out_dir.join("task.md"), "task.md", task.as_bytes())?;
-    let prompt = reviewer_prompt(&task, args.review_instructions.as_deref());
-    write(
-        &args.out_dir.join("prompt.md"),
-        "prompt.md",
-        prompt.as_bytes(),
-    )?;
+    let task_from_file = match &args.task_file {
+        Some(path) => Some(
+            crate::agent::read_bounded(path, MAX_TASK_FILE).ok_or_else(|| {
+                Error::arg(
+                    "--task-file",
+                    "missing, not a regular file, or larger than 1 MiB",
+                )
+            })?,
+        ),
+        None => None,
+    };
 
     let vol = volume::check(&args.repo_dir)?;
     let mut findings = vol.findings.clone();
@@ -81,10 +79,25 @@ pub fn run(args: &ContextArgs) -> Result<ContextReport> {
     let scratch = args.out_dir.join(".objects");
     let result = (|| {
         let repo = volume::open_objects(&vol, &scratch)?;
-        recompute(&repo, args, base, head, &scope, &protected, &mut findings)
+        let task = match (&task_from_file, &args.task_path) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => task_at_base(&repo, base, path)?,
+            (None, None) => return Err(Error::arg("--task-file", "or --task-path is required")),
+        };
+        Ok((
+            task,
+            recompute(&repo, args, base, head, &scope, &protected, &mut findings)?,
+        ))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
-    let (diff, out_of_scope, files, patch) = result?;
+    let (task, (diff, out_of_scope, files, patch)) = result?;
+    write(&args.out_dir.join("task.md"), "task.md", task.as_bytes())?;
+    let prompt = reviewer_prompt(&task, args.review_instructions.as_deref());
+    write(
+        &args.out_dir.join("prompt.md"),
+        "prompt.md",
+        prompt.as_bytes(),
+    )?;
 
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     write(&args.out_dir.join("diff.patch"), "diff.patch", &patch)?;
@@ -448,4 +461,27 @@ pub fn reviewer_prompt(task: &str, extra: Option<&str>) -> String {
     p.push_str(task);
     p.push('\n');
     p
+}
+
+/// The task file at `path` in the base commit, read through the verified
+/// object database (the base commit id comes from the operator).
+fn task_at_base(repo: &Repository, base: Oid, path: &str) -> Result<String> {
+    let not_found = || Error::TaskFileNotFound(path.to_owned());
+    let tree = repo
+        .find_commit(base)
+        .and_then(|c| c.tree())
+        .map_err(|e| invalid(base, &e))?;
+    let entry = tree.get_path(Path::new(path)).map_err(|_| not_found())?;
+    let blob = entry
+        .to_object(repo)
+        .and_then(|o| o.peel_to_blob())
+        .map_err(|_| not_found())?;
+    if blob.size() > MAX_TASK_FILE as usize {
+        return Err(Error::arg(
+            "--task-path",
+            "the task file is larger than 1 MiB",
+        ));
+    }
+    String::from_utf8(blob.content().to_vec())
+        .map_err(|_| Error::arg("--task-path", "the task file is not UTF-8"))
 }
