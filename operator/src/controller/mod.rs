@@ -23,7 +23,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, info_span, warn};
 
@@ -137,8 +137,20 @@ pub async fn run(
     let ns = namespace.as_deref();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=hermes-operator");
     let tasks: Api<HermesTask> = api(&client, ns);
-    let controller = Controller::new(tasks, watcher::Config::default());
-    let store = controller.store();
+    // The task cache drops managedFields and the last-applied annotation:
+    // the operator never reads them, and with thousands of tasks they are
+    // most of the cache.
+    let (store, writer) = reflector::store();
+    let task_stream = watcher(tasks, watcher::Config::default())
+        .default_backoff()
+        .modify(|t: &mut HermesTask| {
+            t.managed_fields_mut().clear();
+            t.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(task_stream, store.clone());
     metrics.set_store(store.clone());
     let ctx = Arc::new(Context::new(client.clone(), instance, metrics));
     controller

@@ -189,7 +189,7 @@ impl World {
         what: &str,
         check: impl Fn(&HermesTask) -> bool,
     ) -> HermesTask {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let t = self.tasks.get(name).await.expect("read task");
             if check(&t) {
@@ -214,7 +214,7 @@ impl World {
 
     /// Waits for a Job to exist and returns it.
     pub async fn wait_job(&self, name: &str) -> Job {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(j) = self.jobs.get_opt(name).await.expect("read job") {
                 return j;
@@ -243,7 +243,7 @@ impl World {
 
     /// The pod the Job controller made for a Job.
     pub async fn wait_pod(&self, job: &str) -> Pod {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let pods = self
                 .pods
