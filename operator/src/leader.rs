@@ -22,13 +22,6 @@ pub struct Elector {
     pub lease_duration: Duration,
 }
 
-fn kube_err(action: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
-    move |source| Error::Kube {
-        action: action.to_owned(),
-        source,
-    }
-}
-
 impl Elector {
     /// An elector for the Lease `namespace/name`, as `identity`.
     pub fn new(
@@ -65,7 +58,7 @@ impl Elector {
             .api
             .get_opt(&self.name)
             .await
-            .map_err(kube_err("reading the leader Lease"))?
+            .map_err(Error::kube("reading the leader Lease"))?
         else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -77,7 +70,7 @@ impl Elector {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(kube_err("creating the leader Lease")(e)),
+                Err(e) => Err(Error::kube("creating the leader Lease")(e)),
             };
         };
         let spec = current.spec.clone().unwrap_or_default();
@@ -107,7 +100,7 @@ impl Elector {
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(kube_err("renewing the leader Lease")(e)),
+            Err(e) => Err(Error::kube("renewing the leader Lease")(e)),
         }
     }
 
@@ -117,7 +110,7 @@ impl Elector {
             .api
             .get_opt(&self.name)
             .await
-            .map_err(kube_err("reading the leader Lease"))?
+            .map_err(Error::kube("reading the leader Lease"))?
         else {
             return Ok(());
         };
@@ -138,7 +131,7 @@ impl Elector {
             .await
         {
             Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
-            Err(e) => Err(kube_err("releasing the leader Lease")(e)),
+            Err(e) => Err(Error::kube("releasing the leader Lease")(e)),
         }
     }
 }

@@ -62,6 +62,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Wraps a failed API call with what was being done: `.map_err(Error::kube("reading X"))`.
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube { action, source }
+    }
+
     /// A bounded label for metrics: never object names or error text.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -139,6 +139,25 @@ pub fn effective(
     })
 }
 
+/// A task's limit within the profile's cap: what it asks for (never above
+/// the cap), else the profile's default, else the cap.
+fn capped<T: PartialOrd + Copy + std::fmt::Display>(
+    asked: Option<T>,
+    default: Option<T>,
+    max: Option<T>,
+    field: &str,
+    unit: &str,
+) -> Result<Option<T>, Violation> {
+    match (asked, max) {
+        (Some(a), Some(m)) if a > m => Err(widens(
+            field,
+            format!("asks for {a} {unit}, the profile allows at most {m}"),
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, m) => Ok(default.or(m)),
+    }
+}
+
 fn effective_budget(
     task: &HermesTaskSpec,
     profile: &HermesProfileSpec,
@@ -146,26 +165,20 @@ fn effective_budget(
     let (pd, pm) = (&profile.budget.default, &profile.budget.max);
     let asked = task.budget.clone().unwrap_or_default();
 
-    let tokens = match (asked.tokens, pm.tokens) {
-        (Some(a), Some(max)) if a > max => {
-            return Err(widens(
-                "spec.budget.tokens",
-                format!("asks for {a} tokens, the profile allows at most {max}"),
-            ));
-        }
-        (Some(a), _) => Some(a),
-        (None, max) => pd.tokens.or(max),
-    };
-    let turns = match (asked.turns, pm.turns) {
-        (Some(a), Some(max)) if a > max => {
-            return Err(widens(
-                "spec.budget.turns",
-                format!("asks for {a} turns, the profile allows at most {max}"),
-            ));
-        }
-        (Some(a), _) => Some(a),
-        (None, max) => pd.turns.or(max),
-    };
+    let tokens = capped(
+        asked.tokens,
+        pd.tokens,
+        pm.tokens,
+        "spec.budget.tokens",
+        "tokens",
+    )?;
+    let turns = capped(
+        asked.turns,
+        pd.turns,
+        pm.turns,
+        "spec.budget.turns",
+        "turns",
+    )?;
     let micros =
         |u: &Option<hermes_crds::validation::Usd>, field: &str| -> Result<Option<u64>, Violation> {
             u.as_ref()

@@ -15,11 +15,6 @@ use super::decide::Plan;
 use crate::builders::{self, BuildInput, PhaseFacts};
 use crate::{Error, FIELD_MANAGER, Result};
 
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube { action, source }
-}
-
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<()>
 where
     K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -32,7 +27,7 @@ where
         &Patch::Apply(obj),
     )
     .await
-    .map_err(kube_err(format!(
+    .map_err(Error::kube(format!(
         "applying {} {name}",
         K::kind(&K::DynamicType::default())
     )))?;
@@ -166,6 +161,6 @@ pub async fn write_status(
         &Patch::Apply(&body),
     )
     .await
-    .map_err(kube_err(format!("writing the status of {ns}/{name}")))?;
+    .map_err(Error::kube(format!("writing the status of {ns}/{name}")))?;
     Ok(())
 }

@@ -14,11 +14,6 @@ use super::decide::{JobState, JobView, Observed, TaskText};
 use crate::builders::{LABEL_ATTEMPT, LABEL_PHASE, LABEL_TASK, task_label};
 use crate::{Error, Result};
 
-fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let action = action.into();
-    move |source| Error::Kube { action, source }
-}
-
 fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
     meta.owner_references
         .iter()
@@ -38,7 +33,7 @@ pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
     let profile = profiles
         .get_opt(&task.spec.profile.0)
         .await
-        .map_err(kube_err(format!(
+        .map_err(Error::kube(format!(
             "reading HermesProfile {ns}/{}",
             task.spec.profile
         )))?
@@ -52,11 +47,11 @@ pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
     let job_list = jobs
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(kube_err(format!("listing Jobs of {ns}/{name}")))?;
+        .map_err(Error::kube(format!("listing Jobs of {ns}/{name}")))?;
     let pod_list = pods
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(kube_err(format!("listing pods of {ns}/{name}")))?;
+        .map_err(Error::kube(format!("listing pods of {ns}/{name}")))?;
 
     let mut views = BTreeMap::new();
     for job in job_list
@@ -94,7 +89,7 @@ pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
     let repo_volume_exists = pvcs
         .get_opt(&crate::builders::repo_pvc_name(&name))
         .await
-        .map_err(kube_err(format!(
+        .map_err(Error::kube(format!(
             "reading the repo volume claim of {ns}/{name}"
         )))?
         .is_some_and(|p| owned_by(&p.metadata, &uid));
@@ -118,7 +113,7 @@ async fn task_text(client: &Client, task: &HermesTask, ns: &str, uid: &str) -> R
     if let Some(own) = maps
         .get_opt(&own_name)
         .await
-        .map_err(kube_err(format!("reading ConfigMap {ns}/{own_name}")))?
+        .map_err(Error::kube(format!("reading ConfigMap {ns}/{own_name}")))?
         && owned_by(&own.metadata, uid)
         && let Some(text) = own.data.as_ref().and_then(|d| d.get("task.md"))
     {
@@ -141,7 +136,10 @@ async fn task_text(client: &Client, task: &HermesTask, ns: &str, uid: &str) -> R
     let cm = maps
         .get_opt(&key_ref.name.0)
         .await
-        .map_err(kube_err(format!("reading ConfigMap {ns}/{}", key_ref.name)))?;
+        .map_err(Error::kube(format!(
+            "reading ConfigMap {ns}/{}",
+            key_ref.name
+        )))?;
     Ok(match cm {
         None => TaskText::Missing(format!(
             "ConfigMap {:?} does not exist; the task waits for it",
