@@ -4,9 +4,11 @@
 #
 #   runner/fuzz/run.sh [SECONDS]
 #
-# cargo fuzz (libFuzzer) on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it
-# pass its unstable flags; the sanitizer is off (the targets are safe Rust;
-# see docs/runner.md) and debug assertions are on. The build goes to
+# cargo fuzz (libFuzzer) on the stable toolchain. With the sanitizer off (the
+# default: the targets are safe Rust; see docs/runner.md) cargo fuzz passes
+# only stable rustc flags; RUSTC_BOOTSTRAP=1 is there for
+# HERMES_FUZZ_SANITIZER=address, whose -Zsanitizer is nightly-only. Debug
+# assertions (and so overflow checks) are on. The build goes to
 # $HERMES_CACHE/fuzz-target and the grown corpus to $HERMES_CACHE/fuzz-corpus,
 # both outside the repository, so a warm run starts at once and keeps what
 # earlier runs found; the seeds in corpus/<target> are read, never written.
@@ -22,7 +24,7 @@ command -v cargo-fuzz >/dev/null || {
   echo "fuzz: cargo-fuzz is missing (scripts/install-deps installs it)" >&2
   exit 1
 }
-flags=(--fuzz-dir "$fuzz_dir" --sanitizer none --debug-assertions)
+flags=(--fuzz-dir "$fuzz_dir" --sanitizer "${HERMES_FUZZ_SANITIZER:-none}" --debug-assertions)
 cd "$fuzz_dir/.."
 cargo fuzz build "${flags[@]}"
 mkdir -p "$cache/fuzz-logs"
