@@ -24,8 +24,12 @@ pub fn encode(result: &StepResult) -> Result<String, Error> {
     Ok(text)
 }
 
-/// Serializes a result, first cutting texts to their bounds and then dropping
-/// list entries from the end (marking the result `truncated`) until it fits.
+/// Serializes a result, first replacing control characters in texts (but
+/// newline and tab) with spaces and cutting texts to their bounds, then
+/// dropping list entries from the end (marking the result `truncated`) until
+/// it fits. What it returns, [`decode`] accepts as far as texts go: a text
+/// that comes from outside (a reviewer's summary, a path) cannot make the
+/// message unreadable.
 pub fn encode_fitting(mut result: StepResult) -> Result<String, Error> {
     clamp_texts(&mut result);
     loop {
@@ -180,8 +184,21 @@ fn check(result: &StepResult) -> Result<(), Error> {
     Ok(())
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary; true when it cut.
+/// Replaces the control characters [`text`] refuses with spaces, then cuts
+/// `s` to at most `max` bytes on a character boundary; true when it cut.
 fn clamp(s: &mut String, max: usize) -> bool {
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        *s = s
+            .chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    ' '
+                } else {
+                    c
+                }
+            })
+            .collect();
+    }
     if s.len() <= max {
         return false;
     }
@@ -201,6 +218,7 @@ fn clamp_findings(list: &mut Vec<Finding>) -> bool {
         cut = true;
     }
     for f in list.iter_mut() {
+        cut |= clamp(&mut f.code, 64);
         cut |= clamp(&mut f.message, MAX_TEXT_BYTES);
         if let Some(p) = &mut f.path {
             cut |= clamp(p, MAX_PATH_BYTES);

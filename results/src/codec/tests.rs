@@ -217,3 +217,33 @@ fn encode_fitting_cuts_long_texts_on_character_boundaries() {
     assert!(v.summary.len() <= MAX_TEXT_BYTES && v.summary.chars().all(|c| c == 'é'));
     assert_eq!(v.verdict, Verdict::Reject);
 }
+
+#[test]
+fn encode_fitting_replaces_control_characters_so_the_message_decodes() {
+    // Found by the verdict fuzz target: a reviewer's text (here a DEL, a CR
+    // and a C1 control) made the runner write a result the operator refuses.
+    let r = StepResult::Verdict(VerdictReport {
+        verdict: Verdict::Approve,
+        reviewed_commit: HEAD.into(),
+        summary: "line one\r\nline\u{7f}two\u{85}\tend".into(),
+        findings: vec![Finding {
+            severity: Severity::Info,
+            source: FindingSource::Reviewer,
+            code: "reviewer".into(),
+            path: Some("src/\u{1b}[31m.rs".into()),
+            message: "bell\u{7}".into(),
+        }],
+        task_file_notes: Some("\u{0}".into()),
+        reviewer: None,
+        truncated: false,
+    });
+    assert!(encode(&r).is_ok_and(|t| decode(&t).is_err()));
+    let StepResult::Verdict(v) = decode(&encode_fitting(r).expect("fits")).expect("decodes") else {
+        panic!("a verdict")
+    };
+    assert_eq!(v.summary, "line one \nline two \tend");
+    assert_eq!(v.findings[0].path.as_deref(), Some("src/ [31m.rs"));
+    assert_eq!(v.findings[0].message, "bell ");
+    assert_eq!(v.task_file_notes.as_deref(), Some(" "));
+    assert!(!v.truncated, "replacing is not cutting");
+}

@@ -159,13 +159,22 @@ fn read_context(bundle: &Path) -> Result<ContextReport> {
     })
 }
 
-/// Runs `verdict`.
+/// Runs `verdict`: reads the bundle's context and the reviewer's output,
+/// then [`decide`]s.
 pub fn run(args: &VerdictArgs) -> Result<VerdictReport> {
     let context = read_context(&args.bundle_dir)?;
-    let mut findings: Vec<Finding> = context.findings.clone();
     let output = agent::read_bounded(&args.reviewer_output, MAX_OUTPUT);
-    let (mut verdict, summary, notes, reviewer) = match output.as_deref().map(parse_reviewer_output)
-    {
+    Ok(decide(&context, output.as_deref()))
+}
+
+/// The decision, from the bundle's context report and the reviewer's output
+/// (`None` when there was none): pure, so that it can be fuzzed. Approves
+/// only when the output holds a valid verdict object that approves, the
+/// reviewer CLI reported no error, and no finding (policy or reviewer) has
+/// severity `reject`.
+pub fn decide(context: &ContextReport, output: Option<&str>) -> VerdictReport {
+    let mut findings: Vec<Finding> = context.findings.clone();
+    let (mut verdict, summary, notes, reviewer) = match output.map(parse_reviewer_output) {
         Some(Ok((v, cli))) => {
             findings.extend(v.findings.iter().map(|f| Finding {
                 severity: f.severity,
@@ -199,15 +208,15 @@ pub fn run(args: &VerdictArgs) -> Result<VerdictReport> {
         verdict = Verdict::Reject;
     }
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    Ok(VerdictReport {
+    VerdictReport {
         verdict,
-        reviewed_commit: context.head_commit,
+        reviewed_commit: context.head_commit.clone(),
         summary,
         findings,
         task_file_notes: notes,
         reviewer,
         truncated: false,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -240,5 +249,28 @@ mod tests {
         let two = format!("```json\n{GOOD}\n```\n```json\n{GOOD}\n```");
         assert!(parse_reviewer_output(&two).is_err());
         assert!(parse_reviewer_output(r#"{"verdict":"approve","summary":""}"#).is_err());
+    }
+
+    #[test]
+    fn verdict_of_output_with_control_characters_encodes_to_a_readable_result() {
+        // Fuzz finding (verdict_parse): the parse error echoes a field name
+        // holding a DEL; the summary carried it into an undecodable result.
+        let context = ContextReport {
+            base_commit: "89abcdef0123456789abcdef0123456789abcdef".into(),
+            head_commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            diff: hermes_results::DiffStats::default(),
+            out_of_scope: vec![],
+            findings: vec![],
+            truncated: false,
+        };
+        let approve = "{\"verdict\":\"approve\",\"summary\":\"ok\\r\\nfine\"}";
+        for output in ["{\"vo\u{7f}e\":1,\"summary\":\"x\"}", approve] {
+            let report = decide(&context, Some(output));
+            let message =
+                hermes_results::encode_fitting(hermes_results::StepResult::Verdict(report))
+                    .unwrap();
+            assert!(hermes_results::decode(&message).is_ok(), "{message}");
+        }
+        assert_eq!(decide(&context, Some(approve)).verdict, Verdict::Approve);
     }
 }
