@@ -49,9 +49,32 @@ pub fn cost_string(cost: f64) -> Option<String> {
     })
 }
 
-/// Builds the report from a parsed result object.
+/// Sums one counter over every model of `modelUsage` (camelCase keys).
+fn model_usage_sum(v: &Value, key: &str) -> u64 {
+    v.get("modelUsage")
+        .and_then(Value::as_object)
+        .map(|models| {
+            models
+                .values()
+                .filter_map(|m| m.get(key).and_then(Value::as_u64))
+                .fold(0u64, u64::saturating_add)
+        })
+        .unwrap_or(0)
+}
+
+/// Builds the report from a parsed result object. Token counts come from
+/// `modelUsage` (summed over models) when it has them: after a broken stream
+/// the CLI retries without streaming and its top-level `usage` reads 0,
+/// while `modelUsage` and the cost stay exact.
 pub fn report_from(v: &Value, exit_code: i32) -> AgentReport {
-    let u = |k: &str| {
+    let per_model = v
+        .get("modelUsage")
+        .and_then(Value::as_object)
+        .is_some_and(|m| !m.is_empty());
+    let u = |k: &str, model_key: &str| {
+        if per_model {
+            return model_usage_sum(v, model_key);
+        }
         v.get("usage")
             .and_then(|u| u.get(k))
             .and_then(Value::as_u64)
@@ -61,10 +84,10 @@ pub fn report_from(v: &Value, exit_code: i32) -> AgentReport {
         exit_code,
         is_error: v.get("is_error").and_then(Value::as_bool).unwrap_or(false),
         turns: v.get("num_turns").and_then(Value::as_u64).unwrap_or(0),
-        input_tokens: u("input_tokens"),
-        output_tokens: u("output_tokens"),
-        cache_read_tokens: u("cache_read_input_tokens"),
-        cache_creation_tokens: u("cache_creation_input_tokens"),
+        input_tokens: u("input_tokens", "inputTokens"),
+        output_tokens: u("output_tokens", "outputTokens"),
+        cache_read_tokens: u("cache_read_input_tokens", "cacheReadInputTokens"),
+        cache_creation_tokens: u("cache_creation_input_tokens", "cacheCreationInputTokens"),
         cost_usd: v
             .get("total_cost_usd")
             .and_then(Value::as_f64)
@@ -101,6 +124,24 @@ mod tests {
         assert_eq!(r.input_tokens, 10);
         assert_eq!(r.cache_creation_tokens, 40);
         assert_eq!(r.cost_usd.as_deref(), Some("0.123457"));
+    }
+
+    #[test]
+    fn tokens_come_from_model_usage_when_the_top_level_usage_was_lost() {
+        let v = result_object(
+            r#"{"type":"result","is_error":false,"num_turns":4,"total_cost_usd":0.02289,
+               "usage":{"input_tokens":0,"output_tokens":0},
+               "modelUsage":{"claude-sonnet-4-5":{"inputTokens":1670,"outputTokens":900,
+                 "cacheReadInputTokens":13100,"cacheCreationInputTokens":0,"costUSD":0.02},
+                 "claude-haiku":{"inputTokens":30,"outputTokens":10}}}"#,
+        )
+        .unwrap();
+        let r = report_from(&v, 0);
+        assert_eq!(
+            (r.input_tokens, r.output_tokens, r.cache_read_tokens),
+            (1700, 910, 13100)
+        );
+        assert_eq!(r.cost_usd.as_deref(), Some("0.02289"));
     }
 
     #[test]
