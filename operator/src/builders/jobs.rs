@@ -278,24 +278,38 @@ fn prepare(input: &BuildInput<'_>) -> Pod {
     }
 }
 
-fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
-    let agent_output = format!("{}/agent-output.json", paths::SCRATCH);
-    let agent_exit = format!("{}/agent-exit-code", paths::SCRATCH);
-    let mut agent_mounts = vec![mount(REPO_VOLUME, paths::WORKSPACE, false)];
-    let mut volumes = vec![
-        repo_volume(input, false),
+/// The volumes of a pod that runs an agent CLI (implement, review): the repo
+/// claim, `extra`, the pod's emptyDirs, and where used the task ConfigMap and
+/// the model Secret. Also returns the task file's mount, when there is one.
+fn agent_pod_volumes(
+    input: &BuildInput<'_>,
+    repo_read_only: bool,
+    extra: Option<Volume>,
+) -> (Vec<Volume>, Option<VolumeMount>) {
+    let mut volumes = vec![repo_volume(input, repo_read_only)];
+    volumes.extend(extra);
+    volumes.extend([
         empty_dir(SCRATCH_VOLUME, "256Mi"),
         empty_dir(TMP_VOLUME, "1Gi"),
         empty_dir(BIN_VOLUME, "128Mi"),
         empty_dir(HOME_VOLUME, "256Mi"),
-    ];
-    if task_in_configmap(input) {
-        agent_mounts.push(mount(TASK_VOLUME, paths::TASK_DIR, true));
+    ]);
+    let task_mount = task_in_configmap(input).then(|| {
         volumes.push(task_volume(input));
-    }
+        mount(TASK_VOLUME, paths::TASK_DIR, true)
+    });
     if let Some(secret) = &input.profile.secrets.model {
         volumes.push(secret_volume(MODEL_VOLUME, &secret.0));
     }
+    (volumes, task_mount)
+}
+
+fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
+    let agent_output = format!("{}/agent-output.json", paths::SCRATCH);
+    let agent_exit = format!("{}/agent-exit-code", paths::SCRATCH);
+    let mut agent_mounts = vec![mount(REPO_VOLUME, paths::WORKSPACE, false)];
+    let (volumes, task_mount) = agent_pod_volumes(input, false, None);
+    agent_mounts.extend(task_mount);
     let agent = agent_container(
         input,
         "agent",
@@ -393,21 +407,9 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         mount(BUNDLE_VOLUME, paths::BUNDLE, false),
         mount(TMP_VOLUME, "/tmp", false),
     ];
-    let mut volumes = vec![
-        repo_volume(input, true),
-        empty_dir(BUNDLE_VOLUME, "1Gi"),
-        empty_dir(SCRATCH_VOLUME, "256Mi"),
-        empty_dir(TMP_VOLUME, "1Gi"),
-        empty_dir(BIN_VOLUME, "128Mi"),
-        empty_dir(HOME_VOLUME, "256Mi"),
-    ];
-    if task_in_configmap(input) {
-        context_mounts.push(mount(TASK_VOLUME, paths::TASK_DIR, true));
-        volumes.push(task_volume(input));
-    }
-    if let Some(secret) = &input.profile.secrets.model {
-        volumes.push(secret_volume(MODEL_VOLUME, &secret.0));
-    }
+    let (volumes, task_mount) =
+        agent_pod_volumes(input, true, Some(empty_dir(BUNDLE_VOLUME, "1Gi")));
+    context_mounts.extend(task_mount);
     let context = runner(input, "context", args, context_mounts);
     // The reviewer sees the bundle only: not the repository, whose planted
     // agent settings (hooks, MCP servers) must not load.
