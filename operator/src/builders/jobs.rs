@@ -240,19 +240,24 @@ fn scopes(input: &BuildInput<'_>, args: &mut Vec<String>) {
     }
 }
 
-fn prepare(input: &BuildInput<'_>) -> Pod {
-    let spec = &input.task.spec;
-    let mut args = vec![
-        "prepare".to_owned(),
+/// `<step> --url U --base-ref B --branch T`: the remote-facing steps' common arguments.
+fn remote_args(step: &str, input: &BuildInput<'_>) -> Vec<String> {
+    let repo = &input.task.spec.repo;
+    vec![
+        step.to_owned(),
         "--url".into(),
-        spec.repo.url.0.clone(),
+        repo.url.0.clone(),
         "--base-ref".into(),
-        spec.repo.base_ref.0.clone(),
+        repo.base_ref.0.clone(),
         "--branch".into(),
         input.task.work_branch().0,
-        "--repo-dir".into(),
-        paths::REPO.into(),
-    ];
+    ]
+}
+
+fn prepare(input: &BuildInput<'_>) -> Pod {
+    let spec = &input.task.spec;
+    let mut args = remote_args("prepare", input);
+    args.extend(["--repo-dir".into(), paths::REPO.into()]);
     let mut mounts = vec![
         mount(REPO_VOLUME, paths::WORKSPACE, false),
         mount(TMP_VOLUME, "/tmp", false),
@@ -453,14 +458,8 @@ fn publish(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         PublishMode::Branch => "branch",
         PublishMode::None => "none",
     };
-    let mut args = vec![
-        "publish".to_owned(),
-        "--url".into(),
-        spec.repo.url.0.clone(),
-        "--base-ref".into(),
-        spec.repo.base_ref.0.clone(),
-        "--branch".into(),
-        input.task.work_branch().0,
+    let mut args = remote_args("publish", input);
+    args.extend([
         "--mode".into(),
         mode.into(),
         "--repo-dir".into(),
@@ -473,7 +472,7 @@ fn publish(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         format!("{}/publish", paths::SCRATCH),
         "--task-name".into(),
         input.name().to_owned(),
-    ];
+    ]);
     let mut mounts = vec![
         mount(REPO_VOLUME, paths::WORKSPACE, true),
         mount(SCRATCH_VOLUME, paths::SCRATCH, false),
