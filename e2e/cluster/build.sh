@@ -57,3 +57,36 @@ if [ ! -x "$etcd_bin/etcd" ]; then
   mv "$etcd_bin/etcd.partial" "$etcd_bin/etcd"
   log "built etcd in $(( $(date +%s) - start ))s"
 fi
+
+if [ "$tier" = tier-b ]; then
+  crictl_bin=$(crictl_bin_dir)
+  if [ ! -x "$crictl_bin/crictl" ]; then
+    log "building crictl (first run on this machine; later runs reuse $crictl_bin)"
+    start=$(date +%s)
+    mkdir -p "$crictl_bin"
+    (cd "$here/crictl" && go build -trimpath -ldflags "-s -w" -o "$crictl_bin/crictl.partial" sigs.k8s.io/cri-tools/cmd/crictl)
+    mv "$crictl_bin/crictl.partial" "$crictl_bin/crictl"
+    log "built crictl in $(( $(date +%s) - start ))s"
+  fi
+  # The pod sandbox image: a static pause binary, the only file of its image.
+  pause_dir=$(pause_image_dir)
+  if [ ! -f "$pause_dir/pause.tar" ]; then
+    command -v buildah >/dev/null || die "buildah is missing (apt-get install -y buildah)"
+    log "building the pod sandbox image $(pause_image_ref)"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    gcc -static -Os -Wall -Wextra -Werror -o "$tmp/pause" "$here/pause/pause.c"
+    strip "$tmp/pause"
+    bstore=(--root "$tmp/storage" --runroot "$tmp/run" --storage-driver vfs)
+    ctr=$(buildah "${bstore[@]}" from scratch)
+    buildah "${bstore[@]}" copy "$ctr" "$tmp/pause" /pause >/dev/null
+    buildah "${bstore[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
+    buildah "${bstore[@]}" commit -q --format oci "$ctr" "$(pause_image_ref)" >/dev/null
+    buildah "${bstore[@]}" rm "$ctr" >/dev/null
+    mkdir -p "$pause_dir"
+    buildah "${bstore[@]}" push -q "$(pause_image_ref)" "oci-archive:$pause_dir/pause.tar.partial:$(pause_image_ref)"
+    mv "$pause_dir/pause.tar.partial" "$pause_dir/pause.tar"
+    buildah "${bstore[@]}" rmi -a >/dev/null 2>&1 || true
+    log "built $(pause_image_ref)"
+  fi
+fi

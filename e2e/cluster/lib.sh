@@ -14,3 +14,20 @@ die() { printf 'hermes-cluster: error: %s\n' "$*" >&2; exit 1; }
 _sum_key() { cat "$_lib_here/$1/go.mod" "$_lib_here/$1/go.sum" | sha256sum | cut -c1-12; }
 k8s_bin_dir()  { echo "$HERMES_CACHE/kubernetes-${K8S_VERSION}-$(_sum_key k8s)/bin"; }
 etcd_bin_dir() { echo "$HERMES_CACHE/etcd-${ETCD_VERSION}-$(_sum_key etcd)/bin"; }
+
+# The address pods reach the node (and Tier B's API server) at: the source
+# address of the default route, unless HERMES_NODE_IP says otherwise.
+node_ip() {
+  if [ -n "${HERMES_NODE_IP:-}" ]; then echo "$HERMES_NODE_IP"; return; fi
+  local dev ip
+  dev=$(ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit }}')
+  [ -n "$dev" ] || die "no IPv4 default route: set HERMES_NODE_IP to the node's address"
+  ip=$(ip -4 -o addr show dev "$dev" scope global | awk '{split($4, a, "/"); print a[1]; exit}')
+  [ -n "$ip" ] || die "no IPv4 address on $dev: set HERMES_NODE_IP to the node's address"
+  echo "$ip"
+}
+# crictl and the pod sandbox (pause) image of Tier B's node.
+crictl_bin_dir() { echo "$HERMES_CACHE/crictl-$(_sum_key crictl)/bin"; }
+pause_image_dir() { echo "$HERMES_CACHE/pause-$(sha256sum "$_lib_here/pause/pause.c" | cut -c1-12)"; }
+# Its reference names its content, so a changed pause.c is a new image.
+pause_image_ref() { echo "hermes.local/pause:$(sha256sum "$_lib_here/pause/pause.c" | cut -c1-12)"; }

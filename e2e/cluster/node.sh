@@ -1,0 +1,271 @@
+# Tier B's node: containerd and runc (Debian), the CNI bridge, kubelet,
+# kube-proxy, kube-router's NetworkPolicy controller and a host-path volume
+# provisioner, started after the control plane by hermes-cluster. Sourced by
+# hermes-cluster (which sets STATE, PKI, LOGS, RUN, NODE_IP, API_PORT and the
+# start/running/healthy helpers), never run.
+# shellcheck shell=bash
+
+NODE_NAME=hermes-node
+POD_CIDR=10.244.0.0/16
+# kube-controller-manager gives the first (only) node the first /24.
+NODE_POD_CIDR=10.244.0.0/24
+BRIDGE=hermes0
+NODE_COMPONENTS=(containerd kubelet kube-proxy)
+
+# containerd keeps its content store (the imported images) across `down`, so a
+# new cluster does not import them again; everything that runs is removed.
+CONTAINERD_ROOT=${HERMES_CONTAINERD_ROOT:-/var/lib/hermes/containerd}
+CONTAINERD_STATE=/run/hermes/containerd
+CONTAINERD_SOCK=$CONTAINERD_STATE/containerd.sock
+KUBELET_DIR=$STATE/kubelet
+VOLUMES_DIR=$STATE/volumes
+CNI_CONF_DIR=$STATE/cni/net.d
+CNI_BIN_DIR=/usr/lib/cni
+CRICTL="$(crictl_bin_dir)/crictl"
+STORAGE_CLASS=hermes-hostpath
+
+node_health_url() {
+  case "$1" in
+    kubelet) echo "http://127.0.0.1:10248/healthz" ;;
+    kube-proxy) echo "http://127.0.0.1:10256/healthz" ;;
+    kube-router) echo "http://127.0.0.1:20244/healthz" ;;
+  esac
+}
+
+node_healthy() {
+  case "$1" in
+    containerd) ctr -a "$CONTAINERD_SOCK" version >/dev/null 2>&1 ;;
+    kube-router) curl -fsS --max-time 3 "$(node_health_url kube-router)" >/dev/null 2>&1 ;;
+    hostpath-provisioner) running hostpath-provisioner ;;
+  esac
+}
+
+# What the node needs from the machine, checked before anything starts.
+node_preflight() {
+  local missing=() c
+  for c in containerd containerd-shim-runc-v2 runc ctr iptables iptables-save ipset conntrack buildah; do
+    command -v "$c" >/dev/null || missing+=("$c")
+  done
+  [ -x "$CNI_BIN_DIR/bridge" ] || missing+=("containernetworking-plugins")
+  [ ${#missing[@]} -eq 0 ] || die "missing for Tier B: ${missing[*]} (scripts/install-deps installs them)"
+  [ "$(id -u)" = 0 ] || die "Tier B runs a node: it needs root"
+  [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || die "this kernel has no bridge netfilter (br_netfilter): NetworkPolicies could not be enforced"
+}
+
+kubeconfig_for() { # user -> path
+  local path=$STATE/$1.kubeconfig
+  write_kubeconfig "$path" "$1"
+  echo "$path"
+}
+
+write_node_configs() {
+  mkdir -p "$CNI_CONF_DIR" "$KUBELET_DIR" "$VOLUMES_DIR" "$CONTAINERD_ROOT" "$CONTAINERD_STATE"
+  cat > "$STATE/containerd.toml" <<EOF
+version = 2
+root = "$CONTAINERD_ROOT"
+state = "$CONTAINERD_STATE"
+[grpc]
+  address = "$CONTAINERD_SOCK"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$(pause_image_ref)"
+  stream_server_address = "127.0.0.1"
+  enable_unprivileged_ports = false
+  # This VM refuses a negative oom_score_adj even to root; containerd then
+  # clamps the kubelet's (-998 for sandboxes) to its own.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CNI_BIN_DIR"
+    conf_dir = "$CNI_CONF_DIR"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+    # gVisor through the runc shim (Debian's runsc ships no shim of its own).
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
+        BinaryName = "/usr/bin/runsc"
+        SystemdCgroup = false
+EOF
+  cat > "$CNI_CONF_DIR/10-hermes.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "hermes",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$NODE_POD_CIDR"}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dataDir": "$STATE/cni/ipam"
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  cat > "$STATE/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# These machines mount cgroup v1 and run no systemd.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
+address: $NODE_IP
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $PKI/ca.crt}
+authorization: {mode: Webhook}
+failSwapOn: false
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+# The images are imported, never pulled: never garbage-collect them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 200Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+serializeImagePulls: false
+maxPods: 250
+podPidsLimit: 4096
+rotateCertificates: false
+serverTLSBootstrap: false
+EOF
+  cat > "$STATE/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $(kubeconfig_for kube-proxy)}
+mode: iptables
+hostnameOverride: $NODE_NAME
+clusterCIDR: $POD_CIDR
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+# Leave the machine's conntrack sysctls alone.
+conntrack: {maxPerCore: 0, min: 0}
+EOF
+}
+
+node_wait() { # description timeout-seconds command...
+  local what=$1 timeout=$2 waited=0
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ "$waited" -lt $((timeout * 2)) ] || die "$what did not happen in ${timeout}s (logs: $LOGS)"
+    sleep 0.5; waited=$((waited + 1))
+  done
+}
+
+kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+node_up() {
+  local t0
+  t0=$(date +%s)
+  # Pods on a Linux bridge: their traffic must traverse iptables (the
+  # enforcer's chains) and be forwarded.
+  sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+  write_node_configs
+
+  start containerd containerd --config "$STATE/containerd.toml"
+  wait_healthy containerd 60
+  # The sandbox image is imported, never pulled.
+  if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(pause_image_ref)"; then
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack "$(pause_image_dir)/pause.tar" >/dev/null
+  fi
+
+  start kubelet "$K8S_BIN/kubelet" \
+    --config "$STATE/kubelet.yaml" \
+    --kubeconfig "$(kubeconfig_for kubelet)" \
+    --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" \
+    --root-dir "$KUBELET_DIR" --cert-dir "$KUBELET_DIR/pki" \
+    --v 1
+  wait_healthy kubelet 120
+  node_wait "node $NODE_NAME Ready" 120 \
+    kc wait --for condition=Ready "node/$NODE_NAME" --timeout 1s
+
+  start kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/kube-proxy.yaml" --v 1
+  wait_healthy kube-proxy 60
+
+  node_start_enforcer
+  node_start_provisioner
+  node_objects
+  log "node $NODE_NAME is Ready in $(( $(date +%s) - t0 ))s (pods: $NODE_POD_CIDR on $BRIDGE; containerd: $CONTAINERD_SOCK)"
+}
+
+# The cluster objects Tier B's tests and demo expect: the default
+# StorageClass of the provisioner and the gVisor RuntimeClass.
+node_objects() {
+  kc apply --server-side --field-manager hermes-cluster -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $STORAGE_CLASS
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: hermes.dev/hostpath
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: gvisor}
+handler: runsc
+EOF
+}
+
+# Before the components stop: the kubelet first (so nothing is restarted),
+# then every pod sandbox through the CRI, so CNI releases each network
+# namespace, veth and address.
+node_drain() {
+  if running kubelet; then
+    kill "$(cat "$RUN/kubelet.pid")" 2>/dev/null || true
+    sleep 1
+  fi
+  if running containerd && [ -x "$CRICTL" ]; then
+    "$CRICTL" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 60s rmp --all --force >/dev/null 2>&1 || true
+  fi
+}
+
+# After the components stop: anything a crash left behind.
+node_cleanup() {
+  local m ns
+  # Container shims of this containerd outlive it.
+  pkill -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
+  # Mounts (container root filesystems, pod volumes, sandbox namespaces),
+  # deepest first.
+  for m in $(findmnt -rn -o TARGET | grep -E "^($CONTAINERD_STATE|$CONTAINERD_ROOT|$KUBELET_DIR|/run/netns/cni-)" | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+  for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+  ip link delete "$BRIDGE" 2>/dev/null || true
+  # Packet-filter state: kube-proxy's and kube-router's chains and sets, and
+  # the bridge plugin's masquerade chains.
+  [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  node_cleanup_enforcer
+  # Whatever is left of the kubelet's, kube-proxy's, kube-router's and the
+  # CNI plugins' chains: each table is written back without them.
+  local table save
+  for save in iptables ip6tables; do
+    for table in filter nat mangle; do
+      if "$save-save" -t "$table" 2>/dev/null | grep -qE -- '(KUBE|CNI)-'; then
+        "$save-save" -t "$table" | grep -vE -- '(KUBE|CNI)-' | "$save-restore" -T "$table" || true
+      fi
+    done
+  done
+  rm -rf "$CONTAINERD_STATE"
+}
+
+# Filled in below by the enforcer and provisioner sections.
+node_start_enforcer() { :; }
+node_cleanup_enforcer() { :; }
+node_start_provisioner() { :; }
