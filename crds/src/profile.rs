@@ -207,9 +207,15 @@ fn default_dns_labels() -> BTreeMap<String, String> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileSecrets {
-    /// Model API credentials, mounted in implement and review only.
+    /// Model API credentials, mounted in implement and review only (each
+    /// file becomes an environment variable of the agent CLI alone, e.g.
+    /// `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ObjectName>,
+    /// Model API credentials for the reviewer alone, when review should use
+    /// its own key, quota, model or endpoint. Unset: review uses `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer_model: Option<ObjectName>,
     /// Git read credentials, mounted in prepare only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_read: Option<ObjectName>,

@@ -99,14 +99,52 @@ pub fn cluster_required() -> bool {
     std::env::var("HERMES_E2E").is_ok_and(|v| v == "require")
 }
 
-fn tier_a_kubeconfig() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERMES_KUBECONFIG") {
-        return PathBuf::from(p);
+/// The two test clusters `e2e/cluster/hermes-cluster` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// A control plane on loopback; tests play the kubelet.
+    A,
+    /// Tier A plus a real node (containerd, kubelet, CNI, kube-proxy,
+    /// a NetworkPolicy enforcer, a volume provisioner).
+    B,
+}
+
+impl Tier {
+    fn name(self) -> &'static str {
+        match self {
+            Tier::A => "Tier A",
+            Tier::B => "Tier B",
+        }
     }
-    let state = std::env::var_os("HERMES_CLUSTER_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/hermes/tier-a"));
-    state.join("kubeconfig")
+
+    fn kubeconfig(self) -> PathBuf {
+        let (kubeconfig_var, dir_var, default) = match self {
+            Tier::A => (
+                "HERMES_KUBECONFIG",
+                "HERMES_CLUSTER_DIR",
+                "/var/lib/hermes/tier-a",
+            ),
+            Tier::B => (
+                "HERMES_TIER_B_KUBECONFIG",
+                "HERMES_TIER_B_CLUSTER_DIR",
+                "/var/lib/hermes/tier-b",
+            ),
+        };
+        if let Some(p) = std::env::var_os(kubeconfig_var) {
+            return PathBuf::from(p);
+        }
+        std::env::var_os(dir_var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(default))
+            .join("kubeconfig")
+    }
+
+    fn up_command(self) -> &'static str {
+        match self {
+            Tier::A => "e2e/cluster/hermes-cluster up",
+            Tier::B => "e2e/cluster/hermes-cluster --tier b up",
+        }
+    }
 }
 
 /// The kubectl built with the cluster (same version as the server).
@@ -129,34 +167,47 @@ fn kubectl_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kubectl"))
 }
 
-/// A connection to the Tier A cluster.
+/// A connection to Tier A (see [`Cluster`]).
+pub type TierA = Cluster;
+
+/// A connection to a test cluster.
 #[derive(Clone)]
-pub struct TierA {
+pub struct Cluster {
     /// A client with cluster-admin rights.
     pub client: Client,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
 }
 
-impl TierA {
+impl Cluster {
     /// Connects to a running Tier A cluster. Returns `None` (and says why on
     /// stderr) when there is none, so the calling test can return early;
     /// panics instead when `HERMES_E2E=require`.
     pub async fn connect() -> Option<Self> {
-        match Self::try_connect().await {
+        Self::connect_tier(Tier::A).await
+    }
+
+    /// Like [`Cluster::connect`], for the given tier.
+    pub async fn connect_tier(tier: Tier) -> Option<Self> {
+        match Self::try_connect(tier).await {
             Ok(t) => Some(t),
             Err(why) if !cluster_required() => {
                 eprintln!(
-                    "skipped: no Tier A cluster ({why}); run `e2e/cluster/hermes-cluster up`, or the README's test command"
+                    "skipped: no {} cluster ({why}); run `{}`, or the README's test command",
+                    tier.name(),
+                    tier.up_command()
                 );
                 None
             }
-            Err(why) => panic!("HERMES_E2E=require but Tier A is not reachable: {why}"),
+            Err(why) => panic!(
+                "HERMES_E2E=require but {} is not reachable: {why}",
+                tier.name()
+            ),
         }
     }
 
-    async fn try_connect() -> Result<Self, String> {
-        let kubeconfig = tier_a_kubeconfig();
+    async fn try_connect(tier: Tier) -> Result<Self, String> {
+        let kubeconfig = tier.kubeconfig();
         if !kubeconfig.exists() {
             return Err(format!("{} does not exist", kubeconfig.display()));
         }
@@ -263,7 +314,7 @@ impl TierA {
         self.namespace_labelled(prefix, &[]).await
     }
 
-    /// Like [`TierA::namespace`], with extra labels (e.g. Pod Security enforcement).
+    /// Like [`Cluster::namespace`], with extra labels (e.g. Pod Security enforcement).
     pub async fn namespace_labelled(
         &self,
         prefix: &str,

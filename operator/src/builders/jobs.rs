@@ -137,12 +137,31 @@ fn install_runner(input: &BuildInput<'_>) -> Container {
     )
 }
 
+/// Which agent CLI a pod runs: each has its own model credentials.
+#[derive(Clone, Copy)]
+enum Role {
+    Implementer,
+    Reviewer,
+}
+
+/// The model Secret of `role`: the reviewer's own when the profile names
+/// one, else the shared one.
+fn model_secret<'a>(input: &'a BuildInput<'_>, role: Role) -> Option<&'a str> {
+    let secrets = &input.profile.secrets;
+    let named = match role {
+        Role::Implementer => secrets.model.as_ref(),
+        Role::Reviewer => secrets.reviewer_model.as_ref().or(secrets.model.as_ref()),
+    };
+    named.map(|n| n.0.as_str())
+}
+
 /// The agent or reviewer, wrapped by the runner's `exec`: it feeds the prompt
 /// on standard input, saves the CLI's output, and turns the model Secret's
 /// files into environment variables for the CLI alone.
 #[allow(clippy::too_many_arguments)]
 fn agent_container(
     input: &BuildInput<'_>,
+    role: Role,
     name: &str,
     spec: &hermes_crds::profile::AgentSpec,
     prompt: &str,
@@ -164,7 +183,7 @@ fn agent_container(
         "--workdir".into(),
         workdir.into(),
     ];
-    if input.profile.secrets.model.is_some() {
+    if model_secret(input, role).is_some() {
         command.extend(["--env-dir".into(), paths::MODEL_SECRET.into()]);
         mounts.push(mount(MODEL_VOLUME, paths::MODEL_SECRET, true));
     }
@@ -288,6 +307,7 @@ fn prepare(input: &BuildInput<'_>) -> Pod {
 /// the model Secret. Also returns the task file's mount, when there is one.
 fn agent_pod_volumes(
     input: &BuildInput<'_>,
+    role: Role,
     repo_read_only: bool,
     extra: Option<Volume>,
 ) -> (Vec<Volume>, Option<VolumeMount>) {
@@ -303,8 +323,8 @@ fn agent_pod_volumes(
         volumes.push(task_volume(input));
         mount(TASK_VOLUME, paths::TASK_DIR, true)
     });
-    if let Some(secret) = &input.profile.secrets.model {
-        volumes.push(secret_volume(MODEL_VOLUME, &secret.0));
+    if let Some(secret) = model_secret(input, role) {
+        volumes.push(secret_volume(MODEL_VOLUME, secret));
     }
     (volumes, task_mount)
 }
@@ -313,10 +333,11 @@ fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
     let agent_output = format!("{}/agent-output.json", paths::SCRATCH);
     let agent_exit = format!("{}/agent-exit-code", paths::SCRATCH);
     let mut agent_mounts = vec![mount(REPO_VOLUME, paths::WORKSPACE, false)];
-    let (volumes, task_mount) = agent_pod_volumes(input, false, None);
+    let (volumes, task_mount) = agent_pod_volumes(input, Role::Implementer, false, None);
     agent_mounts.extend(task_mount);
     let agent = agent_container(
         input,
+        Role::Implementer,
         "agent",
         &input.profile.agent,
         task_file(input),
@@ -412,14 +433,19 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         mount(BUNDLE_VOLUME, paths::BUNDLE, false),
         mount(TMP_VOLUME, "/tmp", false),
     ];
-    let (volumes, task_mount) =
-        agent_pod_volumes(input, true, Some(empty_dir(BUNDLE_VOLUME, "1Gi")));
+    let (volumes, task_mount) = agent_pod_volumes(
+        input,
+        Role::Reviewer,
+        true,
+        Some(empty_dir(BUNDLE_VOLUME, "1Gi")),
+    );
     context_mounts.extend(task_mount);
     let context = runner(input, "context", args, context_mounts);
     // The reviewer sees the bundle only: not the repository, whose planted
     // agent settings (hooks, MCP servers) must not load.
     let reviewer = agent_container(
         input,
+        Role::Reviewer,
         "reviewer",
         &input.profile.reviewer,
         &format!("{bundle}/prompt.md"),

@@ -253,6 +253,21 @@ fn the_model_secret_reaches_the_agent_container_only() {
 }
 
 #[test]
+fn the_reviewer_uses_its_own_model_secret_when_the_profile_names_one() {
+    let t = task(json!({}));
+    let mut p = profile();
+    p.secrets.reviewer_model = Some(hermes_crds::validation::ObjectName("review-key".into()));
+    assert_eq!(
+        secrets_of(&build(&t, &p, RunPhase::Implement, 1)),
+        ["model-key"]
+    );
+    assert_eq!(
+        secrets_of(&build(&t, &p, RunPhase::Review, 1)),
+        ["review-key"]
+    );
+}
+
+#[test]
 fn review_and_publish_mount_the_repo_volume_read_only() {
     let (t, p) = (task(json!({})), profile());
     for phase in [RunPhase::Review, RunPhase::Publish] {
