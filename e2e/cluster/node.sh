@@ -87,9 +87,20 @@ state = "$CONTAINERD_STATE"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
-        BinaryName = "/usr/bin/runsc"
+        BinaryName = "$STATE/bin/runsc"
         SystemdCgroup = false
 EOF
+  # runsc's own network stack refuses to start here: it compares the pod's
+  # network namespace with PID 1's, which this VM's init does not let even
+  # root read. Host networking *inside the pod's namespace* keeps the pod's
+  # veth (and so its NetworkPolicy) as the only way out; system calls still
+  # go to gVisor's kernel (ptrace platform: no KVM in this VM).
+  mkdir -p "$STATE/bin"
+  cat > "$STATE/bin/runsc" <<'EOF'
+#!/bin/sh
+exec /usr/bin/runsc --platform=ptrace --network=host "$@"
+EOF
+  chmod 755 "$STATE/bin/runsc"
   cat > "$CNI_CONF_DIR/10-hermes.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
@@ -231,6 +242,14 @@ node_drain() {
   fi
   if running containerd && [ -x "$CRICTL" ]; then
     "$CRICTL" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 60s rmp --all --force >/dev/null 2>&1 || true
+    # Whatever the CRI could not remove (a sandbox that never started) goes
+    # from containerd's metadata too: its root survives `down`.
+    local id
+    for id in $(ctr -a "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null); do
+      ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+      ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks delete -f "$id" >/dev/null 2>&1 || true
+      ctr -a "$CONTAINERD_SOCK" -n k8s.io containers rm "$id" >/dev/null 2>&1 || true
+    done
   fi
 }
 
@@ -240,10 +259,19 @@ node_cleanup() {
   # Container shims of this containerd outlive it.
   pkill -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
   # Mounts (container root filesystems, pod volumes, sandbox namespaces),
-  # deepest first.
-  for m in $(findmnt -rn -o TARGET | grep -E "^($CONTAINERD_STATE|$CONTAINERD_ROOT|$KUBELET_DIR|/run/netns/cni-)" | sort -r); do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  # deepest first; again while any is left (unmounting one can uncover
+  # another mounted beneath it).
+  local pass
+  for pass in 1 2 3 4 5; do
+    local mounts
+    mounts=$(findmnt -rn -o TARGET | grep -E "^($CONTAINERD_STATE|$CONTAINERD_ROOT|$KUBELET_DIR|$VOLUMES_DIR|/run/netns/cni-)" | sort -r || true)
+    [ -n "$mounts" ] || break
+    for m in $mounts; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done
+    [ "$pass" -lt 5 ] || log "warning: mounts left behind: $mounts"
   done
+  rm -f /run/netns/cni-* 2>/dev/null || true
   for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do
     ip netns delete "$ns" 2>/dev/null || true
   done

@@ -28,6 +28,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod tier_b;
+
 /// The field manager the tests apply with.
 pub const TEST_FIELD_MANAGER: &str = "e2e.hermes.dev";
 /// Label on every namespace a test creates, so leftovers can be found.
@@ -368,6 +370,36 @@ impl Cluster {
         S: AsRef<std::ffi::OsStr>,
     {
         run_kubectl(&self.kubectl, &self.kubeconfig, args)
+    }
+}
+
+impl Cluster {
+    /// Runs the cluster's kubectl with `stdin` as its standard input.
+    pub fn kubectl_stdin<I, S>(&self, args: I, stdin: &str) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::Write as _;
+        let child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => panic!("cannot run {}: {e}", self.kubectl.display()),
+        };
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        match child.wait_with_output() {
+            Ok(o) => o,
+            Err(e) => panic!("waiting for {}: {e}", self.kubectl.display()),
+        }
     }
 }
 

@@ -1,0 +1,629 @@
+//! Tier B support: Hermes as users run it, on a real node.
+//!
+//! ```text
+//!   test process (on the node)                 Tier B cluster
+//!   ├─ git remote  NODE:port  (basic auth) ◄── prepare / publish pods
+//!   ├─ model server NODE:port (scenarios)  ◄── agent / reviewer (claude -p)
+//!   ├─ decoy listener NODE:port (allowed to no one)
+//!   └─ kubectl / kube client ──────────────► operator Deployment (image built
+//!                                            by images/build, imported into
+//!                                            the node's containerd)
+//! ```
+//!
+//! The servers run in the test process, bound to the node's address, which
+//! pods reach over the CNI bridge; each profile allows exactly the ports a
+//! phase needs. The operator is deployed once per test process from
+//! `deploy/operator.yaml` with the image references `scripts/test` exports
+//! (`HERMES_IMAGE_OPERATOR`, `_RUNNER`, `_AGENT`, `_REVIEWER`).
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hermes_crds::task::HermesTask;
+use hermes_git_server::{GitServer, PUSH_USER, READ_USER, fixture};
+use hermes_model_server::{Record, Scenarios, Server};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::{Cluster, Error, TEST_FIELD_MANAGER, TestNamespace, Tier, repo_root};
+
+/// The images of one build, by role.
+#[derive(Clone, Debug)]
+pub struct Images {
+    /// The operator.
+    pub operator: String,
+    /// The runner (prepare, context, verdict, publish, collect).
+    pub runner: String,
+    /// The implementing agent (Claude Code).
+    pub agent: String,
+    /// The reviewer (Claude Code).
+    pub reviewer: String,
+}
+
+impl Images {
+    /// From `HERMES_IMAGE_<ROLE>`, as `scripts/test` exports them after
+    /// building and importing the images.
+    pub fn from_env() -> Result<Self, String> {
+        let get = |role: &str| {
+            let var = format!("HERMES_IMAGE_{role}");
+            std::env::var(&var).map_err(|_| {
+                format!("{var} is not set (scripts/test builds the images and exports it)")
+            })
+        };
+        Ok(Self {
+            operator: get("OPERATOR")?,
+            runner: get("RUNNER")?,
+            agent: get("AGENT")?,
+            reviewer: get("REVIEWER")?,
+        })
+    }
+}
+
+/// The processes the pods talk to, started once per test process.
+pub struct Services {
+    /// The node address they listen on.
+    pub node_ip: IpAddr,
+    /// The git remote.
+    pub git: GitServer,
+    /// The scripted model server.
+    pub model: Server,
+    /// A listener on the node that no profile allows: it answers any request
+    /// with `200 decoy`, so reaching it is visible.
+    pub decoy: SocketAddr,
+    _dir: PathBuf,
+}
+
+/// The built-in scenarios plus `extra` (name, YAML).
+fn scenarios(extra: &[(String, String)]) -> Result<Scenarios, String> {
+    let mut all = Scenarios::builtin().map_err(|e| format!("built-in scenarios: {e}"))?;
+    for (name, text) in extra {
+        let s = hermes_model_server::scenario::parse(name, text)
+            .map_err(|e| format!("scenario {name}: {e}"))?;
+        all.insert(name, s);
+    }
+    Ok(all)
+}
+
+fn serve_decoy(listener: TcpListener) {
+    for mut conn in listener.incoming().flatten() {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\ndecoy\n",
+        );
+    }
+}
+
+/// The API server's address as pods see it behind the `kubernetes` Service.
+pub const API_SERVICE: &str = "10.96.0.1:443";
+/// Tier B's API server port on the node.
+pub const API_NODE_PORT: u16 = 26443;
+
+/// The probe the egress test's implementer runs with its Bash tool: one line
+/// per target, `<label> reachable <code>` or `<label> unreachable <curl exit>`,
+/// then what the pod itself looks like from inside.
+pub fn probe_script(s: &Services) -> String {
+    let ip = s.node_ip;
+    let decoy = s.decoy.port();
+    // The passwords are split so that the command itself (which the CLI
+    // keeps in its transcript) never contains them whole.
+    let (r1, r2) = READ_USER.1.split_at(4);
+    let (p1, p2) = PUSH_USER.1.split_at(4);
+    format!(
+        r#"probe() {{
+  code=$(curl --noproxy '*' -k -sS -m 4 -o /dev/null -w '%{{http_code}}' "$2" 2>/dev/null); rc=$?
+  if [ $rc = 0 ]; then echo "probe $1 reachable $code"; else echo "probe $1 unreachable $rc"; fi
+}}
+probe allowed "${{ANTHROPIC_BASE_URL%%/s/*}}/"
+probe node-other http://{ip}:{decoy}/
+probe api-service https://{API_SERVICE}/version
+probe api-node https://{ip}:{API_NODE_PORT}/version
+probe metadata http://169.254.169.254/latest/meta-data/
+echo "uid $(id -u)"
+if [ -e /var/run/secrets/kubernetes.io/serviceaccount/token ]; then echo "sa-token present"; else echo "sa-token absent"; fi
+if touch /hermes-probe 2>/dev/null; then echo "rootfs writable"; else echo "rootfs read-only"; fi
+r="{r1}""{r2}"; p="{p1}""{p2}"
+found=$(grep -rIls --exclude-dir=proc --exclude-dir=sys -e "$r" -e "$p" / 2>/dev/null | head -n 5)
+envs=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -c -e "$r" -e "$p")
+echo "git-credentials files [${{found}}] env $envs"
+"#
+    )
+}
+
+/// The egress-probe implementer scenario for these services.
+fn probe_scenario(s: &Services) -> String {
+    let command = serde_json::to_string(&probe_script(s)).unwrap_or_default();
+    format!(
+        r#"description: implementer probes egress and its own pod, then writes a note in scope
+turns:
+  - content:
+      - type: tool_use
+        name: Bash
+        input:
+          command: {command}
+          description: Probe the network and the pod
+          timeout: 120000
+    usage: {{input_tokens: 800, output_tokens: 60}}
+  - content:
+      - type: tool_use
+        name: Edit
+        input:
+          file_path: "{{{{cwd}}}}/src/greet.sh"
+          old_string: 'echo "Hello $name"'
+          new_string: 'echo "Hello, $name!"'
+    usage: {{input_tokens: 100, output_tokens: 20}}
+  - content:
+      - type: text
+        text: Probed.
+    stop_reason: end_turn
+    usage: {{input_tokens: 100, output_tokens: 20}}
+"#
+    )
+}
+
+/// The name of the scenario [`probe_scenario`] registers.
+pub const PROBE_SCENARIO: &str = "implementer-probe-tier-b";
+
+impl Services {
+    fn start(node_ip: IpAddr) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("hermes-tier-b-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let git = GitServer::start_with(
+            hermes_git_server::Config::new(dir.join("remotes"), format!("{node_ip}:0"))
+                .advertised_host(node_ip.to_string()),
+        )
+        .map_err(|e| format!("starting the git remote: {e}"))?;
+        let decoy_listener =
+            TcpListener::bind((node_ip, 0)).map_err(|e| format!("binding the decoy: {e}"))?;
+        let decoy = decoy_listener
+            .local_addr()
+            .map_err(|e| format!("decoy address: {e}"))?;
+        std::thread::spawn(move || serve_decoy(decoy_listener));
+        let mut partial = Self {
+            node_ip,
+            git,
+            model: Server::start(hermes_model_server::Config::loopback(Scenarios::default()))
+                .map_err(|e| format!("starting a placeholder model server: {e}"))?,
+            decoy,
+            _dir: dir,
+        };
+        let extra = [(PROBE_SCENARIO.to_owned(), probe_scenario(&partial))];
+        partial.model = Server::start(hermes_model_server::Config {
+            listen: format!("{node_ip}:0"),
+            ..hermes_model_server::Config::loopback(scenarios(&extra)?)
+        })
+        .map_err(|e| format!("starting the model server: {e}"))?;
+        Ok(partial)
+    }
+
+    /// The model base URL of `scenario`.
+    pub fn model_url(&self, scenario: &str) -> String {
+        self.model.base_url(scenario)
+    }
+
+    /// The model server's requests so far.
+    pub fn model_records(&self) -> Vec<Record> {
+        self.model.records()
+    }
+}
+
+/// A connection to Tier B with the operator deployed and the services up.
+pub struct TierB {
+    /// The cluster.
+    pub cluster: Cluster,
+    /// The images under test.
+    pub images: Images,
+    /// The git remote, model server and decoy.
+    pub services: &'static Services,
+}
+
+static SERVICES: OnceLock<Result<Services, String>> = OnceLock::new();
+static DEPLOYED: OnceLock<Result<(), String>> = OnceLock::new();
+
+impl TierB {
+    /// Connects to Tier B, deploys the operator (once per process) and starts
+    /// the services. `None` when there is no Tier B and it is not required.
+    pub async fn connect() -> Option<Self> {
+        let cluster = Cluster::connect_tier(Tier::B).await?;
+        let ready = async {
+            let images = Images::from_env()?;
+            let node_ip = node_ip(&cluster).await?;
+            let services = SERVICES
+                .get_or_init(|| Services::start(node_ip))
+                .as_ref()
+                .map_err(Clone::clone)?;
+            let deployed = DEPLOYED.get_or_init(|| deploy_operator(&cluster, &images));
+            deployed.clone()?;
+            Ok::<_, String>((images, services))
+        };
+        match ready.await {
+            Ok((images, services)) => Some(Self {
+                cluster,
+                images,
+                services,
+            }),
+            Err(why) if !crate::cluster_required() => {
+                eprintln!("skipped: Tier B is up but not usable: {why}");
+                None
+            }
+            Err(why) => panic!("HERMES_E2E=require but Tier B is not usable: {why}"),
+        }
+    }
+
+    /// A namespace for one test, Pod Security `restricted` enforced, holding
+    /// the three credential Secrets and a profile named `default`.
+    pub async fn fixture(&self, prefix: &str, profile: ProfileOptions) -> Result<Fixture, Error> {
+        let ns = self
+            .cluster
+            .namespace_labelled(prefix, &[("pod-security.kubernetes.io/enforce", "restricted")])
+            .await?;
+        let s = self.services;
+        let secrets: Api<Secret> = Api::namespaced(self.cluster.client.clone(), &ns.name);
+        let model = |scenario: &str| {
+            json!({"ANTHROPIC_API_KEY": "sk-scripted", "ANTHROPIC_BASE_URL": s.model_url(scenario)})
+        };
+        for (name, data) in [
+            ("model-implementer", model(&profile.implementer)),
+            ("model-reviewer", model(&profile.reviewer)),
+            (
+                "git-read",
+                json!({"username": READ_USER.0, "password": READ_USER.1}),
+            ),
+            (
+                "git-push",
+                json!({"username": PUSH_USER.0, "password": PUSH_USER.1}),
+            ),
+        ] {
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "stringData": data,
+            }))
+            .map_err(|e| Error::Timeout(format!("secret {name}: {e}")))?;
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(|source| Error::Api {
+                    what: format!("creating secret {name}"),
+                    source,
+                })?;
+        }
+        let ip = s.node_ip;
+        let git_port = s.git.port();
+        let model_port = s.model.addr().port();
+        let allow = |port: u16| json!([{"cidr": format!("{ip}/32"), "ports": [{"port": port}]}]);
+        let small = json!({"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}});
+        let mut spec = json!({
+            "agent": {
+                "image": self.images.agent,
+                "command": ["claude", "-p", "--output-format", "json", "--model", "claude-sonnet-4-5",
+                            "--permission-mode", "acceptEdits", "--allowedTools", "Bash,Read,Edit,Write"],
+                "resources": small,
+            },
+            "reviewer": {
+                "image": self.images.reviewer,
+                "command": ["claude", "-p", "--output-format", "json", "--model", "claude-sonnet-4-5",
+                            "--allowedTools", "Read"],
+                "resources": small,
+            },
+            "runner": {"image": self.images.runner, "resources": small},
+            "imagePullPolicy": "Never",
+            "egress": {
+                "prepare": allow(git_port),
+                "implement": allow(model_port),
+                "review": allow(model_port),
+                "publish": allow(git_port),
+            },
+            "secrets": {
+                "model": "model-implementer",
+                "reviewerModel": "model-reviewer",
+                "gitRead": "git-read",
+                "gitPush": "git-push",
+            },
+            "timeouts": {
+                "prepare": {"default": "3m"},
+                "implement": {"default": "5m"},
+                "review": {"default": "5m"},
+                "publish": {"default": "3m"},
+            },
+        });
+        if let Some(rc) = &profile.runtime_class {
+            spec["runtimeClassName"] = json!(rc);
+        }
+        let api: Api<hermes_crds::profile::HermesProfile> =
+            Api::namespaced(self.cluster.client.clone(), &ns.name);
+        api.patch(
+            "default",
+            &PatchParams::apply(TEST_FIELD_MANAGER),
+            &Patch::Apply(json!({
+                "apiVersion": "hermes.dev/v1alpha1",
+                "kind": "HermesProfile",
+                "metadata": {"name": "default"},
+                "spec": spec,
+            })),
+        )
+        .await
+        .map_err(|source| Error::Api {
+            what: "applying the profile".into(),
+            source,
+        })?;
+        Ok(Fixture {
+            ns,
+            cluster: self.cluster.clone(),
+        })
+    }
+
+    /// A new bare repository on the git remote, seeded with the fixture
+    /// `e2e/scenarios/fixtures/<fixture>` on `main`; returns its in-cluster URL.
+    pub fn seed_repo(&self, name: &str, fixture_name: &str) -> Result<String, String> {
+        let git = &self.services.git;
+        let bare = git.root().join(name);
+        fixture::init_bare(&bare).map_err(|e| e.to_string())?;
+        let work = tempdir_in(git.root(), &format!("{name}-seed"))?;
+        copy_dir(
+            &repo_root().join("e2e/scenarios/fixtures").join(fixture_name),
+            &work,
+        )?;
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "-A"],
+            &[
+                "-c",
+                "user.name=Seed",
+                "-c",
+                "user.email=seed@example.com",
+                "commit",
+                "-q",
+                "-m",
+                "seed",
+            ],
+        ] {
+            fixture::try_git(&work, args).map_err(|e| e.to_string())?;
+        }
+        let path = bare.to_string_lossy().into_owned();
+        fixture::try_git(&work, &["push", "-q", &path, "main"]).map_err(|e| e.to_string())?;
+        Ok(git.url(name))
+    }
+
+    /// `git rev-parse <rev>` in the remote's bare repository `name`.
+    pub fn remote_rev(&self, name: &str, rev: &str) -> Option<String> {
+        fixture::try_git(&self.services.git.root().join(name), &["rev-parse", "--verify", "-q", rev])
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// `git <args>` in the remote's bare repository `name`.
+    pub fn remote_git(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        fixture::try_git(&self.services.git.root().join(name), args).map_err(|e| e.to_string())
+    }
+}
+
+/// What a test's profile differs in.
+#[derive(Clone, Debug)]
+pub struct ProfileOptions {
+    /// The implementer's scenario.
+    pub implementer: String,
+    /// The reviewer's scenario.
+    pub reviewer: String,
+    /// A RuntimeClass for every task pod.
+    pub runtime_class: Option<String>,
+}
+
+impl ProfileOptions {
+    /// The given scenarios, default runtime.
+    pub fn scenarios(implementer: &str, reviewer: &str) -> Self {
+        Self {
+            implementer: implementer.into(),
+            reviewer: reviewer.into(),
+            runtime_class: None,
+        }
+    }
+}
+
+/// One test's namespace, credentials and profile.
+pub struct Fixture {
+    /// The namespace (deleted on drop).
+    pub ns: TestNamespace,
+    cluster: Cluster,
+}
+
+impl Fixture {
+    /// Applies a task.
+    pub async fn apply_task(&self, task: serde_json::Value) -> Result<(), Error> {
+        let name = task["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        self.tasks()
+            .patch(
+                &name,
+                &PatchParams::apply(TEST_FIELD_MANAGER),
+                &Patch::Apply(task),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::Api {
+                what: format!("applying task {name}"),
+                source,
+            })
+    }
+
+    /// The tasks API of the namespace.
+    pub fn tasks(&self) -> Api<HermesTask> {
+        Api::namespaced(self.cluster.client.clone(), &self.ns.name)
+    }
+
+    /// Waits until `done` holds for the task (polling), returning it; on
+    /// timeout, an error with the last status seen.
+    pub async fn wait_task(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&HermesTask) -> bool,
+    ) -> Result<HermesTask, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Ok(t) = self.tasks().get(name).await {
+                if done(&t) {
+                    return Ok(t);
+                }
+                last = Some(t);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let status = last
+            .and_then(|t| serde_json::to_string_pretty(&t.status).ok())
+            .unwrap_or_default();
+        let pods = self.cluster.kubectl([
+            "get", "pods,jobs", "-n", &self.ns.name, "-o", "wide",
+        ]);
+        Err(Error::Timeout(format!(
+            "task {name} in {ns}: condition not met in {timeout:?}; status: {status}\n{pods}",
+            ns = self.ns.name,
+            pods = String::from_utf8_lossy(&pods.stdout),
+        )))
+    }
+
+    /// Waits for the task's phase to be one of `phases`.
+    pub async fn wait_phase(
+        &self,
+        name: &str,
+        phases: &[&str],
+        timeout: Duration,
+    ) -> Result<HermesTask, Error> {
+        self.wait_task(name, timeout, |t| {
+            t.status
+                .as_ref()
+                .map(|s| phases.contains(&s.phase.as_str()))
+                .unwrap_or(false)
+        })
+        .await
+    }
+
+    /// Container logs of every pod of the namespace, for failure messages.
+    pub fn pod_logs(&self) -> String {
+        let out = self.cluster.kubectl([
+            "logs", "-n", &self.ns.name, "--all-containers", "--prefix", "-l",
+            "app.kubernetes.io/managed-by=hermes-operator", "--tail", "40",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The node's InternalIP.
+async fn node_ip(cluster: &Cluster) -> Result<IpAddr, String> {
+    use k8s_openapi::api::core::v1::Node;
+    if let Ok(ip) = std::env::var("HERMES_NODE_IP") {
+        return ip.parse().map_err(|e| format!("HERMES_NODE_IP={ip}: {e}"));
+    }
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let list = nodes
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("listing nodes: {e}"))?;
+    list.items
+        .iter()
+        .flat_map(|n| n.status.iter().flat_map(|s| s.addresses.iter().flatten()))
+        .find(|a| a.type_ == "InternalIP")
+        .ok_or_else(|| "no node with an InternalIP".to_owned())?
+        .address
+        .parse()
+        .map_err(|e| format!("node address: {e}"))
+}
+
+/// Installs the CRDs and the operator Deployment with `images.operator`, and
+/// waits for its rollout. Blocking (kubectl), once per process.
+fn deploy_operator(cluster: &Cluster, images: &Images) -> Result<(), String> {
+    let root = repo_root();
+    let run = |args: &[&str], stdin: Option<&str>| -> Result<String, String> {
+        let out = match stdin {
+            None => cluster.kubectl(args),
+            Some(text) => cluster.kubectl_stdin(args, text),
+        };
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let crds = root.join("charts/hermes/crds");
+    run(
+        &["apply", "--server-side", "--force-conflicts", "-f", &crds.to_string_lossy()],
+        None,
+    )?;
+    run(
+        &["wait", "--for", "condition=Established", "--timeout", "60s", "crd/hermestasks.hermes.dev", "crd/hermesprofiles.hermes.dev"],
+        None,
+    )?;
+    let manifest = std::fs::read_to_string(root.join("deploy/operator.yaml"))
+        .map_err(|e| format!("deploy/operator.yaml: {e}"))?;
+    let manifest = manifest.replace("hermes.local/operator:dev", &images.operator);
+    if !manifest.contains(&images.operator) {
+        return Err("deploy/operator.yaml names no operator image to replace".into());
+    }
+    run(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&manifest))?;
+    run(
+        &["-n", "hermes-system", "rollout", "status", "deployment/hermes-operator", "--timeout", "180s"],
+        None,
+    )?;
+    Ok(())
+}
+
+fn tempdir_in(root: &Path, name: &str) -> Result<PathBuf, String> {
+    let dir = root.join(format!(".{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", from.display()))?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The lines `probe <label> ...` and the pod facts of a probe run, from the
+/// tool results the model server saw.
+pub fn probe_results(records: &[Record], scenario: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for r in records.iter().filter(|r| r.scenario.as_deref() == Some(scenario)) {
+        for text in &r.tool_results {
+            for line in text.lines() {
+                let mut words = line.splitn(3, ' ');
+                match (words.next(), words.next(), words.next()) {
+                    (Some("probe"), Some(label), Some(rest)) => {
+                        out.insert(format!("probe {label}"), rest.to_owned());
+                    }
+                    (Some(key), Some(a), b) => {
+                        let v = match b {
+                            Some(b) => format!("{a} {b}"),
+                            None => a.to_owned(),
+                        };
+                        out.insert(key.to_owned(), v);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
