@@ -62,10 +62,8 @@ fn main() -> ExitCode {
             // The wrapped CLI's own failure is reported by the step after it
             // (collect or verdict), which still has to run: exit 0 then.
             return match hardened.and_then(|()| hermes_runner::wrap::exec(a)) {
-                Ok(code) => {
-                    tracing::info!(code, "the wrapped command exited");
-                    ExitCode::SUCCESS
-                }
+                // exec logs the exit code and how long the command ran.
+                Ok(_code) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e.chain(), "could not run the wrapped command");
                     ExitCode::FAILURE

@@ -115,6 +115,7 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
             cmd.env(k, v);
         }
     }
+    let started = std::time::Instant::now();
     let status = cmd.status().map_err(|source| Error::ReadInput {
         what: "the wrapped command",
         path: PathBuf::from(program),
@@ -129,6 +130,13 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     };
     #[cfg(not(unix))]
     let code = status.code().unwrap_or(1);
+    // One line for operators and the overhead benchmark: how long the
+    // wrapped CLI itself ran (the rest of the pod's time is Hermes').
+    tracing::info!(
+        exit_code = code,
+        seconds = %format!("{:.3}", started.elapsed().as_secs_f64()),
+        "the wrapped command exited"
+    );
     if let Some(path) = &args.exit_code_file {
         std::fs::write(path, format!("{code}\n")).map_err(|source| Error::WriteOutput {
             what: "--exit-code-file",
