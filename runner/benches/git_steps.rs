@@ -1,7 +1,7 @@
 //! Benchmark: the runner's `prepare` and `publish` against the git CLI doing
 //! the same clone and push, in the same run, on a generated repository of
 //! about 100 MB in 10,000 files served over loopback smart HTTP with basic
-//! auth (the tests' server, `tests/common/server.rs`).
+//! auth (the tests' server, the `hermes-git-server` crate).
 //!
 //! ```text
 //! cargo bench -p hermes-runner --bench git_steps
@@ -23,14 +23,13 @@
 //!   so this ratio is mostly that fetch.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/common/server.rs"]
-mod server;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use server::{GitServer, PUSH_USER, READ_USER, git};
+use hermes_git_server::{
+    GitServer, PUSH_USER, READ_USER, git, init_bare, with_userinfo, write_credentials,
+};
 
 /// Files in the generated repository.
 const FILES: usize = 10_000;
@@ -104,13 +103,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-fn creds(dir: &Path, (user, password): (&str, &str)) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("username"), format!("{user}\n")).unwrap();
-    std::fs::write(dir.join("password"), format!("{password}\n")).unwrap();
-    dir.to_owned()
-}
-
 /// Runs the runner binary as a pod would (clean environment) and checks
 /// that it succeeded and wrote a result that decodes.
 fn runner(tmp: &Path, args: &[&str]) -> Duration {
@@ -150,12 +142,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// `http://user:password@host/...`: how the git CLI is given the same basic
-/// credentials non-interactively (it too answers the server's 401).
-fn with_userinfo(url: &str, (user, password): (&str, &str)) -> String {
-    url.replacen("http://", &format!("http://{user}:{password}@"), 1)
-}
-
 fn main() {
     let runs: usize = std::env::var("HERMES_BENCH_RUNS")
         .ok()
@@ -191,18 +177,17 @@ fn main() {
     );
     let root = t.join("srv");
     let remote = root.join("repo.git");
-    std::fs::create_dir_all(&remote).unwrap();
-    git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+    init_bare(&remote).unwrap();
     git(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
     git(&remote, &["gc", "-q"]);
     let base = git(&remote, &["rev-parse", "main"]);
     let packed = dir_bytes(&remote.join("objects"));
     eprintln!("git_steps: fixture ready in {:.1?}", setup.elapsed());
 
-    let server = GitServer::start(&root);
+    let server = GitServer::loopback(&root).unwrap();
     let url = server.url("repo.git");
-    let read = creds(&t.join("read-creds"), READ_USER);
-    let push = creds(&t.join("push-creds"), PUSH_USER);
+    let read = write_credentials(&t.join("read-creds"), READ_USER).unwrap();
+    let push = write_credentials(&t.join("push-creds"), PUSH_USER).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_owned();
 
     let mut prepare = Vec::new();

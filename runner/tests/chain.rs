@@ -216,7 +216,7 @@ fn prepare_with_wrong_password_fails_as_authentication_without_the_secret() {
         .server
         .requests()
         .iter()
-        .filter(|r| r.authorization.is_some())
+        .filter(|r| r.authorization)
         .count();
     assert_eq!(with_auth, 1);
 }

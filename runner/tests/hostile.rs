@@ -685,7 +685,7 @@ const CASES: &[Case] = &[
                 w.evil.url("repo.git"),
                 w.url,
                 w.path("evil-bin").display(),
-                w.evil.port
+                w.evil.port()
             );
             std::fs::write(w.home.join(".gitconfig"), &cfg).unwrap();
             std::fs::create_dir_all(w.home.join(".config/git")).unwrap();

@@ -1,7 +1,7 @@
-//! Test support: a real git smart-HTTP server (`server`: `git http-backend`
-//! behind a small tiny_http front with basic auth and a request log),
-//! fixtures built with the git CLI (as server and fixture builder only), and
-//! a runner invocation that reads back the termination message.
+//! Test support: a real git smart-HTTP server (`hermes-git-server`: `git
+//! http-backend` behind a small tiny_http front with basic auth and a request
+//! log), fixtures built with the git CLI (as server and fixture builder only),
+//! and a runner invocation that reads back the termination message.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -9,8 +9,7 @@ use std::process::Command;
 
 use hermes_results::StepResult;
 
-mod server;
-pub use server::*;
+pub use hermes_git_server::{GitServer, PUSH_USER, READ_USER, git};
 
 /// What a runner invocation produced.
 #[derive(Debug)]
@@ -42,11 +41,10 @@ impl World {
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("srv");
-        let server = GitServer::start(&root);
-        let evil = GitServer::start(&tmp.path().join("evil-srv"));
+        let server = GitServer::loopback(&root).unwrap();
+        let evil = GitServer::loopback(tmp.path().join("evil-srv")).unwrap();
         let remote = root.join("repo.git");
-        std::fs::create_dir_all(&remote).unwrap();
-        git(&remote, &["init", "-q", "--bare", "-b", "main"]);
+        hermes_git_server::init_bare(&remote).unwrap();
         // A seed work tree (outside every runner path) to build the base.
         let seed = tmp.path().join("seed");
         std::fs::create_dir_all(seed.join("src")).unwrap();
@@ -57,12 +55,8 @@ impl World {
         git(&seed, &["add", "-A"]);
         git(&seed, &["commit", "-q", "-m", "base"]);
         git(&seed, &["push", "-q", remote.to_str().unwrap(), "main"]);
-        let mk = |name: &str, (u, p): (&str, &str)| {
-            let d = tmp.path().join(name);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("username"), format!("{u}\n")).unwrap();
-            std::fs::write(d.join("password"), format!("{p}\n")).unwrap();
-            d
+        let mk = |name: &str, user: (&str, &str)| {
+            hermes_git_server::write_credentials(&tmp.path().join(name), user).unwrap()
         };
         let read_creds = mk("read-creds", READ_USER);
         let push_creds = mk("push-creds", PUSH_USER);
