@@ -5,8 +5,11 @@
 #
 #   build.sh [tier-a|tier-b]   (default tier-a)
 #
+# tier-b also builds Tier B's NetworkPolicy enforcer (kube-router) and PVC
+# provisioner (hermes-hostpath-provisioner), each into its own cache entry.
+#
 # Prints nothing but progress on stderr; `build.sh --print-dirs` prints the
-# two bin folders (Kubernetes, etcd) for other scripts.
+# bin folders (Kubernetes, etcd, kube-router, provisioner) for other scripts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -14,8 +17,10 @@ source "$here/lib.sh"
 
 k8s_bin=$(k8s_bin_dir)
 etcd_bin=$(etcd_bin_dir)
+netpol_bin=$(netpol_bin_dir)
+provisioner_bin=$(provisioner_bin_dir)
 if [ "${1:-}" = "--print-dirs" ]; then
-  printf '%s\n%s\n' "$k8s_bin" "$etcd_bin"
+  printf '%s\n%s\n%s\n%s\n' "$k8s_bin" "$etcd_bin" "$netpol_bin" "$provisioner_bin"
   exit 0
 fi
 
@@ -89,4 +94,25 @@ if [ "$tier" = tier-b ]; then
     buildah "${bstore[@]}" rmi -a >/dev/null 2>&1 || true
     log "built $(pause_image_ref)"
   fi
+fi
+[ "$tier" = tier-b ] || exit 0
+
+if [ ! -x "$netpol_bin/kube-router" ]; then
+  log "building kube-router ${KUBE_ROUTER_VERSION} (first run on this machine; later runs reuse $netpol_bin)"
+  start=$(date +%s)
+  mkdir -p "$netpol_bin"
+  pkg=github.com/cloudnativelabs/kube-router/v2/pkg/version
+  (cd "$here/kube-router" && go build -trimpath -ldflags "-s -w -X $pkg.Version=${KUBE_ROUTER_VERSION} -X $pkg.BuildDate=1970-01-01T00:00:00Z" \
+    -o "$netpol_bin/kube-router.partial" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
+  mv "$netpol_bin/kube-router.partial" "$netpol_bin/kube-router"
+  log "built kube-router in $(( $(date +%s) - start ))s"
+fi
+
+if [ ! -x "$provisioner_bin/hermes-hostpath-provisioner" ]; then
+  log "building hermes-hostpath-provisioner (first run on this machine; later runs reuse $provisioner_bin)"
+  start=$(date +%s)
+  mkdir -p "$provisioner_bin"
+  (cd "$here/provisioner" && go build -trimpath -ldflags "-s -w" -o "$provisioner_bin/hermes-hostpath-provisioner.partial" .)
+  mv "$provisioner_bin/hermes-hostpath-provisioner.partial" "$provisioner_bin/hermes-hostpath-provisioner"
+  log "built hermes-hostpath-provisioner in $(( $(date +%s) - start ))s"
 fi

@@ -31,3 +31,8 @@ crictl_bin_dir() { echo "$HERMES_CACHE/crictl-$(_sum_key crictl)/bin"; }
 pause_image_dir() { echo "$HERMES_CACHE/pause-$(sha256sum "$_lib_here/pause/pause.c" | cut -c1-12)"; }
 # Its reference names its content, so a changed pause.c is a new image.
 pause_image_ref() { echo "hermes.local/pause:$(sha256sum "$_lib_here/pause/pause.c" | cut -c1-12)"; }
+# Tier B's NetworkPolicy enforcer and PVC provisioner.
+netpol_bin_dir() { echo "$HERMES_CACHE/kube-router-${KUBE_ROUTER_VERSION}-$(_sum_key kube-router)/bin"; }
+# The provisioner is our own main: its Go sources are part of its key too.
+_src_key() { cat "$_lib_here/$1/go.mod" "$_lib_here/$1/go.sum" "$_lib_here/$1/"*.go | sha256sum | cut -c1-12; }
+provisioner_bin_dir() { echo "$HERMES_CACHE/provisioner-${PROVISIONER_LIB_VERSION}-$(_src_key provisioner)/bin"; }
