@@ -68,6 +68,22 @@ if [ "$tier" = tier-b ]; then
     mv "$crictl_bin/crictl.partial" "$crictl_bin/crictl"
     log "built crictl in $(( $(date +%s) - start ))s"
   fi
+  # gVisor: runsc and its containerd shim (Debian's runsc has no shim), for
+  # pods whose runtimeClassName selects the runtime io.containerd.runsc.v1.
+  gvisor_bin=$(gvisor_bin_dir)
+  if [ ! -x "$gvisor_bin/runsc" ] || [ ! -x "$gvisor_bin/containerd-shim-runsc-v1" ]; then
+    gvisor_version=$(awk '$1 == "require" && $2 == "gvisor.dev/gvisor" { print $3 }' "$here/gvisor/go.mod")
+    log "building gVisor ${gvisor_version}: runsc, containerd-shim-runsc-v1 (first run on this machine; later runs reuse $gvisor_bin)"
+    start=$(date +%s)
+    tmp="$gvisor_bin.partial"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    (cd "$here/gvisor" &&
+      go build -trimpath -ldflags "-s -w -X gvisor.dev/gvisor/runsc/version.version=${gvisor_version}" -o "$tmp/runsc" gvisor.dev/gvisor/runsc &&
+      go build -trimpath -ldflags "-s -w" -o "$tmp/containerd-shim-runsc-v1" gvisor.dev/gvisor/shim)
+    mkdir -p "$gvisor_bin"
+    mv "$tmp"/* "$gvisor_bin/" && rmdir "$tmp"
+    log "built runsc, containerd-shim-runsc-v1 in $(( $(date +%s) - start ))s"
+  fi
   # The pod sandbox image: a static pause binary, the only file of its image.
   pause_dir=$(pause_image_dir)
   if [ ! -f "$pause_dir/pause.tar" ]; then
