@@ -31,5 +31,11 @@ crictl_bin_dir() { echo "$HERMES_CACHE/crictl-$(_sum_key crictl)/bin"; }
 pause_image_dir() { echo "$HERMES_CACHE/pause-$(sha256sum "$_lib_here/pause/pause.c" | cut -c1-12)"; }
 # Its reference names its content, so a changed pause.c is a new image.
 pause_image_ref() { echo "hermes.local/pause:$(sha256sum "$_lib_here/pause/pause.c" | cut -c1-12)"; }
-# gVisor's runsc and containerd-shim-runsc-v1, for pods with a gVisor runtimeClassName.
-gvisor_bin_dir() { echo "$HERMES_CACHE/gvisor-$(_sum_key gvisor)/bin"; }
+# gVisor's runsc and containerd-shim-runsc-v1, for pods with a gVisor
+# runtimeClassName. The shim's patch and its containerd 1.6 wrapper are part of
+# the key.
+gvisor_bin_dir() {
+  local key
+  key=$(cat "$_lib_here"/gvisor/{go.mod,go.sum,shim-oom-score.patch,containerd-shim-runsc-v1} | sha256sum | cut -c1-12)
+  echo "$HERMES_CACHE/gvisor-$key/bin"
+}
