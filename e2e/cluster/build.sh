@@ -73,6 +73,35 @@ if [ "$tier" = tier-b ]; then
     mv "$crictl_bin/crictl.partial" "$crictl_bin/crictl"
     log "built crictl in $(( $(date +%s) - start ))s"
   fi
+  # gVisor: runsc and its containerd shim (Debian's runsc has no shim), for
+  # pods whose runtimeClassName selects the runtime io.containerd.runsc.v1.
+  # The shim is built from a patched copy of the pinned module
+  # (gvisor/shim-oom-score.patch) and runs behind gvisor/containerd-shim-runsc-v1,
+  # which adapts its start output to containerd 1.6.
+  gvisor_bin=$(gvisor_bin_dir)
+  if [ ! -x "$gvisor_bin/runsc" ] || [ ! -x "$gvisor_bin/containerd-shim-runsc-v1.real" ]; then
+    gvisor_version=$(awk '$1 == "require" && $2 == "gvisor.dev/gvisor" { print $3 }' "$here/gvisor/go.mod")
+    log "building gVisor ${gvisor_version}: runsc, containerd-shim-runsc-v1 (first run on this machine; later runs reuse $gvisor_bin)"
+    start=$(date +%s)
+    tmp="$gvisor_bin.partial"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    (cd "$here/gvisor" &&
+      go build -trimpath -ldflags "-s -w -X gvisor.dev/gvisor/runsc/version.version=${gvisor_version}" -o "$tmp/runsc" gvisor.dev/gvisor/runsc)
+    # The patched copy: a -modfile with a replace, so gvisor/go.mod stays as pinned.
+    src=$(cd "$here/gvisor" && go list -m -f '{{.Dir}}' gvisor.dev/gvisor)
+    [ -n "$src" ] || die "gvisor.dev/gvisor is not in the module cache"
+    cp -r "$src" "$tmp/src" && chmod -R u+w "$tmp/src"
+    patch -s -p1 -d "$tmp/src" < "$here/gvisor/shim-oom-score.patch"
+    cp "$here/gvisor/go.mod" "$here/gvisor/go.sum" "$tmp/"
+    (cd "$here/gvisor" &&
+      go mod edit -modfile="$tmp/go.mod" -replace "gvisor.dev/gvisor=$tmp/src" &&
+      go build -modfile="$tmp/go.mod" -trimpath -ldflags "-s -w" -o "$tmp/containerd-shim-runsc-v1.real" gvisor.dev/gvisor/shim)
+    install -m 0755 "$here/gvisor/containerd-shim-runsc-v1" "$tmp/containerd-shim-runsc-v1"
+    rm -rf "$tmp/src" "$tmp/go.mod" "$tmp/go.sum"
+    mkdir -p "$gvisor_bin"
+    mv "$tmp"/* "$gvisor_bin/" && rmdir "$tmp"
+    log "built runsc, containerd-shim-runsc-v1 in $(( $(date +%s) - start ))s"
+  fi
   # The pod sandbox image: a static pause binary, the only file of its image.
   pause_dir=$(pause_image_dir)
   if [ ! -f "$pause_dir/pause.tar" ]; then

@@ -36,3 +36,11 @@ netpol_bin_dir() { echo "$HERMES_CACHE/kube-router-${KUBE_ROUTER_VERSION}-$(_sum
 # The provisioner is our own main: its Go sources are part of its key too.
 _src_key() { cat "$_lib_here/$1/go.mod" "$_lib_here/$1/go.sum" "$_lib_here/$1/"*.go | sha256sum | cut -c1-12; }
 provisioner_bin_dir() { echo "$HERMES_CACHE/provisioner-${PROVISIONER_LIB_VERSION}-$(_src_key provisioner)/bin"; }
+# gVisor's runsc and containerd-shim-runsc-v1, for pods with a gVisor
+# runtimeClassName. The shim's patch and its containerd 1.6 wrapper are part of
+# the key.
+gvisor_bin_dir() {
+  local key
+  key=$(cat "$_lib_here"/gvisor/{go.mod,go.sum,shim-oom-score.patch,containerd-shim-runsc-v1} | sha256sum | cut -c1-12)
+  echo "$HERMES_CACHE/gvisor-$key/bin"
+}
