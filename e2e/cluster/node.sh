@@ -10,7 +10,7 @@ POD_CIDR=10.244.0.0/16
 # kube-controller-manager gives the first (only) node the first /24.
 NODE_POD_CIDR=10.244.0.0/24
 BRIDGE=hermes0
-NODE_COMPONENTS=(containerd kubelet kube-proxy)
+NODE_COMPONENTS=(containerd kubelet kube-proxy kube-router hostpath-provisioner)
 
 # containerd keeps its content store (the imported images) across `down`, so a
 # new cluster does not import them again; everything that runs is removed.
@@ -83,24 +83,21 @@ state = "$CONTAINERD_STATE"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-    # gVisor through the runc shim (Debian's runsc ships no shim of its own).
+    # gVisor: its own shim and runsc, built from its Go module (build.sh).
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
-      runtime_type = "io.containerd.runc.v2"
+      runtime_type = "io.containerd.runsc.v1"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
-        BinaryName = "$STATE/bin/runsc"
-        SystemdCgroup = false
+        TypeUrl = "io.containerd.runsc.v1.options"
+        ConfigPath = "$STATE/runsc.toml"
 EOF
-  # runsc's own network stack refuses to start here: it compares the pod's
-  # network namespace with PID 1's, which this VM's init does not let even
-  # root read. Host networking *inside the pod's namespace* keeps the pod's
-  # veth (and so its NetworkPolicy) as the only way out; system calls still
-  # go to gVisor's kernel (ptrace platform: no KVM in this VM).
-  mkdir -p "$STATE/bin"
-  cat > "$STATE/bin/runsc" <<'EOF'
-#!/bin/sh
-exec /usr/bin/runsc --platform=ptrace --network=host "$@"
+  # The platform is systrap (no KVM in these VMs); gVisor's own network
+  # stack runs inside the pod's network namespace.
+  cat > "$STATE/runsc.toml" <<EOF
+binary_name = "$(gvisor_bin_dir)/runsc"
+root = "$STATE/runsc"
+[runsc_config]
+  platform = "systrap"
 EOF
-  chmod 755 "$STATE/bin/runsc"
   cat > "$CNI_CONF_DIR/10-hermes.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
@@ -186,7 +183,8 @@ node_up() {
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
   write_node_configs
 
-  start containerd containerd --config "$STATE/containerd.toml"
+  # containerd finds the gVisor shim on its PATH.
+  start containerd env PATH="$(gvisor_bin_dir):$PATH" containerd --config "$STATE/containerd.toml"
   wait_healthy containerd 60
   # The sandbox image is imported, never pulled.
   if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(pause_image_ref)"; then
@@ -206,9 +204,9 @@ node_up() {
   start kube-proxy "$K8S_BIN/kube-proxy" --config "$STATE/kube-proxy.yaml" --v 1
   wait_healthy kube-proxy 60
 
+  node_objects
   node_start_enforcer
   node_start_provisioner
-  node_objects
   log "node $NODE_NAME is Ready in $(( $(date +%s) - t0 ))s (pods: $NODE_POD_CIDR on $BRIDGE; containerd: $CONTAINERD_SOCK)"
 }
 
@@ -229,6 +227,54 @@ apiVersion: node.k8s.io/v1
 kind: RuntimeClass
 metadata: {name: gvisor}
 handler: runsc
+---
+# kube-router's NetworkPolicy controller reads what policies select.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "hermes:kube-router"}
+rules:
+  - apiGroups: [""]
+    resources: [pods, namespaces, nodes, services, endpoints]
+    verbs: [get, list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [networkpolicies]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "hermes:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "hermes:kube-router"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "hermes:kube-router"}]
+---
+# The provisioner creates and deletes the PersistentVolumes of its class.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "hermes:provisioner"}
+rules:
+  - apiGroups: [""]
+    resources: [persistentvolumes]
+    verbs: [get, list, watch, create, delete]
+  - apiGroups: [""]
+    resources: [persistentvolumeclaims]
+    verbs: [get, list, watch, update]
+  - apiGroups: [storage.k8s.io]
+    resources: [storageclasses]
+    verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create, patch, update]
+  - apiGroups: [""]
+    resources: [nodes]
+    verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "hermes:provisioner"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "hermes:provisioner"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "hermes:provisioner"}]
 EOF
 }
 
@@ -258,13 +304,14 @@ node_cleanup() {
   local m ns
   # Container shims of this containerd outlive it.
   pkill -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
+  pkill -f "containerd-shim-runsc-v1.real .*-address $CONTAINERD_SOCK" 2>/dev/null || true
   # Mounts (container root filesystems, pod volumes, sandbox namespaces),
   # deepest first; again while any is left (unmounting one can uncover
   # another mounted beneath it).
   local pass
   for pass in 1 2 3 4 5; do
     local mounts
-    mounts=$(findmnt -rn -o TARGET | grep -E "^($CONTAINERD_STATE|$CONTAINERD_ROOT|$KUBELET_DIR|$VOLUMES_DIR|/run/netns/cni-)" | sort -r || true)
+    mounts=$(findmnt -rn -o TARGET | grep -E "^($CONTAINERD_STATE|$CONTAINERD_ROOT|$KUBELET_DIR|$VOLUMES_DIR|$STATE/runsc|/run/netns/cni-)" | sort -r || true)
     [ -n "$mounts" ] || break
     for m in $mounts; do
       umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
@@ -279,7 +326,6 @@ node_cleanup() {
   # Packet-filter state: kube-proxy's and kube-router's chains and sets, and
   # the bridge plugin's masquerade chains.
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  node_cleanup_enforcer
   # Whatever is left of the kubelet's, kube-proxy's, kube-router's and the
   # CNI plugins' chains: each table is written back without them.
   local table save
@@ -290,10 +336,35 @@ node_cleanup() {
       fi
     done
   done
+  node_cleanup_enforcer
   rm -rf "$CONTAINERD_STATE"
 }
 
-# Filled in below by the enforcer and provisioner sections.
-node_start_enforcer() { :; }
-node_cleanup_enforcer() { :; }
-node_start_provisioner() { :; }
+# The NetworkPolicy enforcer: kube-router's policy controller alone (no
+# routing, no service proxy; see docs/test-clusters.md for why this one).
+node_start_enforcer() {
+  start kube-router env NODE_NAME="$NODE_NAME" "$(netpol_bin_dir)/kube-router" \
+    --run-firewall=true --run-router=false --run-service-proxy=false \
+    --kubeconfig="$(kubeconfig_for kube-router)" --hostname-override="$NODE_NAME" \
+    --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range=30000-32767 \
+    --health-port=20244
+  wait_healthy kube-router 60
+  node_wait "kube-router's chains" 60 iptables -S KUBE-ROUTER-FORWARD
+}
+
+# kube-router leaves its chains and sets behind by design, and its
+# --cleanup-config does not clean them in v2.1.0: node_cleanup removes the
+# chains (with every KUBE- chain); the sets go once nothing references them.
+node_cleanup_enforcer() {
+  local set
+  for set in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-' || true); do
+    ipset destroy "$set" 2>/dev/null || true
+  done
+}
+
+node_start_provisioner() {
+  start hostpath-provisioner "$(provisioner_bin_dir)/hermes-hostpath-provisioner" \
+    --kubeconfig="$(kubeconfig_for provisioner)" --node-name="$NODE_NAME" \
+    --provisioner-name=hermes.dev/hostpath --root="$VOLUMES_DIR"
+  wait_healthy hostpath-provisioner 30
+}

@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hermes_crds::task::HermesTask;
-use hermes_git_server::{GitServer, PUSH_USER, READ_USER, fixture};
+use hermes_git_server::{self as fixture, GitServer, PUSH_USER, READ_USER};
 use hermes_model_server::{Record, Scenarios, Server};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -94,9 +94,8 @@ fn serve_decoy(listener: TcpListener) {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
         let mut buf = [0u8; 1024];
         let _ = conn.read(&mut buf);
-        let _ = conn.write_all(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\ndecoy\n",
-        );
+        let _ = conn
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\ndecoy\n");
     }
 }
 
@@ -261,13 +260,14 @@ impl TierB {
     pub async fn fixture(&self, prefix: &str, profile: ProfileOptions) -> Result<Fixture, Error> {
         let ns = self
             .cluster
-            .namespace_labelled(prefix, &[("pod-security.kubernetes.io/enforce", "restricted")])
+            .namespace_labelled(
+                prefix,
+                &[("pod-security.kubernetes.io/enforce", "restricted")],
+            )
             .await?;
         let s = self.services;
         let secrets: Api<Secret> = Api::namespaced(self.cluster.client.clone(), &ns.name);
-        let model = |scenario: &str| {
-            json!({"ANTHROPIC_API_KEY": "sk-scripted", "ANTHROPIC_BASE_URL": s.model_url(scenario)})
-        };
+        let model = |scenario: &str| json!({"ANTHROPIC_API_KEY": "sk-scripted", "ANTHROPIC_BASE_URL": s.model_url(scenario)});
         for (name, data) in [
             ("model-implementer", model(&profile.implementer)),
             ("model-reviewer", model(&profile.reviewer)),
@@ -326,10 +326,10 @@ impl TierB {
                 "gitPush": "git-push",
             },
             "timeouts": {
-                "prepare": {"default": "3m"},
-                "implement": {"default": "5m"},
-                "review": {"default": "5m"},
-                "publish": {"default": "3m"},
+                "prepare": {"default": "3m", "max": "10m"},
+                "implement": {"default": "5m", "max": "10m"},
+                "review": {"default": "5m", "max": "10m"},
+                "publish": {"default": "3m", "max": "10m"},
             },
         });
         if let Some(rc) = &profile.runtime_class {
@@ -366,7 +366,9 @@ impl TierB {
         fixture::init_bare(&bare).map_err(|e| e.to_string())?;
         let work = tempdir_in(git.root(), &format!("{name}-seed"))?;
         copy_dir(
-            &repo_root().join("e2e/scenarios/fixtures").join(fixture_name),
+            &repo_root()
+                .join("e2e/scenarios/fixtures")
+                .join(fixture_name),
             &work,
         )?;
         for args in [
@@ -392,10 +394,13 @@ impl TierB {
 
     /// `git rev-parse <rev>` in the remote's bare repository `name`.
     pub fn remote_rev(&self, name: &str, rev: &str) -> Option<String> {
-        fixture::try_git(&self.services.git.root().join(name), &["rev-parse", "--verify", "-q", rev])
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+        fixture::try_git(
+            &self.services.git.root().join(name),
+            &["rev-parse", "--verify", "-q", rev],
+        )
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
     }
 
     /// `git <args>` in the remote's bare repository `name`.
@@ -436,7 +441,10 @@ pub struct Fixture {
 impl Fixture {
     /// Applies a task.
     pub async fn apply_task(&self, task: serde_json::Value) -> Result<(), Error> {
-        let name = task["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let name = task["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         self.tasks()
             .patch(
                 &name,
@@ -478,9 +486,9 @@ impl Fixture {
         let status = last
             .and_then(|t| serde_json::to_string_pretty(&t.status).ok())
             .unwrap_or_default();
-        let pods = self.cluster.kubectl([
-            "get", "pods,jobs", "-n", &self.ns.name, "-o", "wide",
-        ]);
+        let pods = self
+            .cluster
+            .kubectl(["get", "pods,jobs", "-n", &self.ns.name, "-o", "wide"]);
         Err(Error::Timeout(format!(
             "task {name} in {ns}: condition not met in {timeout:?}; status: {status}\n{pods}",
             ns = self.ns.name,
@@ -498,8 +506,9 @@ impl Fixture {
         self.wait_task(name, timeout, |t| {
             t.status
                 .as_ref()
-                .map(|s| phases.contains(&s.phase.as_str()))
-                .unwrap_or(false)
+                .and_then(|s| s.phase)
+                .and_then(|p| serde_json::to_value(p).ok())
+                .is_some_and(|p| phases.iter().any(|want| p == *want))
         })
         .await
     }
@@ -507,8 +516,15 @@ impl Fixture {
     /// Container logs of every pod of the namespace, for failure messages.
     pub fn pod_logs(&self) -> String {
         let out = self.cluster.kubectl([
-            "logs", "-n", &self.ns.name, "--all-containers", "--prefix", "-l",
-            "app.kubernetes.io/managed-by=hermes-operator", "--tail", "40",
+            "logs",
+            "-n",
+            &self.ns.name,
+            "--all-containers",
+            "--prefix",
+            "-l",
+            "app.kubernetes.io/managed-by=hermes-operator",
+            "--tail",
+            "40",
         ]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -556,11 +572,25 @@ fn deploy_operator(cluster: &Cluster, images: &Images) -> Result<(), String> {
     };
     let crds = root.join("charts/hermes/crds");
     run(
-        &["apply", "--server-side", "--force-conflicts", "-f", &crds.to_string_lossy()],
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &crds.to_string_lossy(),
+        ],
         None,
     )?;
     run(
-        &["wait", "--for", "condition=Established", "--timeout", "60s", "crd/hermestasks.hermes.dev", "crd/hermesprofiles.hermes.dev"],
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            "--timeout",
+            "60s",
+            "crd/hermestasks.hermes.dev",
+            "crd/hermesprofiles.hermes.dev",
+        ],
         None,
     )?;
     let manifest = std::fs::read_to_string(root.join("deploy/operator.yaml"))
@@ -569,9 +599,20 @@ fn deploy_operator(cluster: &Cluster, images: &Images) -> Result<(), String> {
     if !manifest.contains(&images.operator) {
         return Err("deploy/operator.yaml names no operator image to replace".into());
     }
-    run(&["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(&manifest))?;
     run(
-        &["-n", "hermes-system", "rollout", "status", "deployment/hermes-operator", "--timeout", "180s"],
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&manifest),
+    )?;
+    run(
+        &[
+            "-n",
+            "hermes-system",
+            "rollout",
+            "status",
+            "deployment/hermes-operator",
+            "--timeout",
+            "180s",
+        ],
         None,
     )?;
     Ok(())
@@ -589,7 +630,9 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", from.display()))?;
         let target = to.join(entry.file_name());
-        let kind = entry.file_type().map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
         if kind.is_dir() {
             std::fs::create_dir_all(&target).map_err(|e| format!("{}: {e}", target.display()))?;
             copy_dir(&entry.path(), &target)?;
@@ -605,7 +648,10 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
 /// tool results the model server saw.
 pub fn probe_results(records: &[Record], scenario: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for r in records.iter().filter(|r| r.scenario.as_deref() == Some(scenario)) {
+    for r in records
+        .iter()
+        .filter(|r| r.scenario.as_deref() == Some(scenario))
+    {
         for text in &r.tool_results {
             for line in text.lines() {
                 let mut words = line.splitn(3, ' ');

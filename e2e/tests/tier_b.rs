@@ -42,16 +42,26 @@ fn condition<'a>(s: &'a Value, kind: &str) -> Option<&'a Value> {
 
 #[tokio::test]
 async fn happy_path_merges_the_agents_edit_and_records_every_outcome() {
-    let Some(b) = TierB::connect().await else { return };
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
     let f = b
-        .fixture("b-happy", ProfileOptions::scenarios("implementer-happy", "reviewer-approve"))
+        .fixture(
+            "b-happy",
+            ProfileOptions::scenarios("implementer-happy", "reviewer-approve"),
+        )
         .await
         .unwrap();
     let url = b.seed_repo("happy.git", "greeter").unwrap();
     let base = b.remote_rev("happy.git", "refs/heads/main").unwrap();
-    f.apply_task(task("greet", &url, json!({"mode": "auto"}), json!({"mode": "merge"})))
-        .await
-        .unwrap();
+    f.apply_task(task(
+        "greet",
+        &url,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+    ))
+    .await
+    .unwrap();
     let t = f
         .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
         .await
@@ -65,10 +75,17 @@ async fn happy_path_merges_the_agents_edit_and_records_every_outcome() {
     assert_eq!(s["baseCommit"], base.as_str(), "{s:#}");
     assert_eq!(s["publish"]["mergeCommit"], merged.as_str(), "{s:#}");
     let head = s["headCommit"].as_str().unwrap();
-    let parents = b.remote_git("happy.git", &["rev-list", "--parents", "-n", "1", &merged]).unwrap();
+    let parents = b
+        .remote_git("happy.git", &["rev-list", "--parents", "-n", "1", &merged])
+        .unwrap();
     let parents: Vec<&str> = parents.split_whitespace().skip(1).collect();
-    assert!(parents.contains(&head), "merge {merged} parents {parents:?}, head {head}");
-    let greet = b.remote_git("happy.git", &["show", &format!("{merged}:src/greet.sh")]).unwrap();
+    assert!(
+        parents.contains(&head),
+        "merge {merged} parents {parents:?}, head {head}"
+    );
+    let greet = b
+        .remote_git("happy.git", &["show", &format!("{merged}:src/greet.sh")])
+        .unwrap();
     assert!(greet.contains(r#"echo "Hello, $name!""#), "{greet}");
     // Verdict and push; the implementer's usage and cost exactly as
     // implementer-happy scripts them (4 turns; 1670 in, 180 out, 3000 cache
@@ -77,7 +94,10 @@ async fn happy_path_merges_the_agents_edit_and_records_every_outcome() {
     assert_eq!(s["review"]["verdict"], "approve", "{s:#}");
     assert_eq!(s["review"]["reviewedCommit"], head, "{s:#}");
     assert_eq!(s["publish"]["pushed"], true, "{s:#}");
-    assert!(condition(&s, "PushFailed").is_none_or(|c| c["status"] == "False"), "{s:#}");
+    assert!(
+        condition(&s, "PushFailed").is_none_or(|c| c["status"] == "False"),
+        "{s:#}"
+    );
     let usage = &s["usage"];
     assert_eq!(usage["turns"], 4, "{s:#}");
     assert_eq!(usage["inputTokens"], 1670, "{s:#}");
@@ -90,16 +110,26 @@ async fn happy_path_merges_the_agents_edit_and_records_every_outcome() {
 
 #[tokio::test]
 async fn a_rejecting_reviewer_leaves_the_remote_untouched() {
-    let Some(b) = TierB::connect().await else { return };
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
     let f = b
-        .fixture("b-reject", ProfileOptions::scenarios("implementer-happy", "reviewer-reject"))
+        .fixture(
+            "b-reject",
+            ProfileOptions::scenarios("implementer-happy", "reviewer-reject"),
+        )
         .await
         .unwrap();
     let url = b.seed_repo("reject.git", "greeter").unwrap();
     let before = b.remote_git("reject.git", &["for-each-ref"]).unwrap();
-    f.apply_task(task("greet", &url, json!({"mode": "auto"}), json!({"mode": "merge"})))
-        .await
-        .unwrap();
+    f.apply_task(task(
+        "greet",
+        &url,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+    ))
+    .await
+    .unwrap();
     let t = f
         .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
         .await
@@ -107,22 +137,35 @@ async fn a_rejecting_reviewer_leaves_the_remote_untouched() {
     let s = status(&t);
     assert_eq!(s["phase"], "Rejected", "{s:#}");
     assert_eq!(s["review"]["verdict"], "reject", "{s:#}");
-    assert_eq!(b.remote_git("reject.git", &["for-each-ref"]).unwrap(), before);
+    assert_eq!(
+        b.remote_git("reject.git", &["for-each-ref"]).unwrap(),
+        before
+    );
 }
 
 #[tokio::test]
 async fn a_refused_push_ends_succeeded_with_a_push_failed_warning() {
-    let Some(b) = TierB::connect().await else { return };
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
     let f = b
-        .fixture("b-refused", ProfileOptions::scenarios("implementer-happy", "reviewer-approve"))
+        .fixture(
+            "b-refused",
+            ProfileOptions::scenarios("implementer-happy", "reviewer-approve"),
+        )
         .await
         .unwrap();
     let url = b.seed_repo("refused.git", "greeter").unwrap();
-    hermes_git_server::fixture::refuse_pushes(&b.services.git.root().join("refused.git")).unwrap();
+    hermes_git_server::refuse_pushes(&b.services.git.root().join("refused.git")).unwrap();
     let before = b.remote_git("refused.git", &["for-each-ref"]).unwrap();
-    f.apply_task(task("greet", &url, json!({"mode": "auto"}), json!({"mode": "merge"})))
-        .await
-        .unwrap();
+    f.apply_task(task(
+        "greet",
+        &url,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+    ))
+    .await
+    .unwrap();
     let t = f
         .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
         .await
@@ -132,23 +175,40 @@ async fn a_refused_push_ends_succeeded_with_a_push_failed_warning() {
     assert_eq!(s["publish"]["pushed"], false, "{s:#}");
     let warning = condition(&s, "PushFailed").expect("a PushFailed condition");
     assert_eq!(warning["status"], "True", "{s:#}");
-    assert_eq!(b.remote_git("refused.git", &["for-each-ref"]).unwrap(), before);
+    assert_eq!(
+        b.remote_git("refused.git", &["for-each-ref"]).unwrap(),
+        before
+    );
 }
 
 #[tokio::test]
 async fn manual_review_publishes_only_the_approved_commit() {
-    let Some(b) = TierB::connect().await else { return };
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
     let f = b
-        .fixture("b-manual", ProfileOptions::scenarios("implementer-happy", "reviewer-approve"))
+        .fixture(
+            "b-manual",
+            ProfileOptions::scenarios("implementer-happy", "reviewer-approve"),
+        )
         .await
         .unwrap();
     let url = b.seed_repo("manual.git", "greeter").unwrap();
     let base = b.remote_rev("manual.git", "refs/heads/main").unwrap();
-    f.apply_task(task("greet", &url, json!({"mode": "manual"}), json!({"mode": "merge"})))
-        .await
-        .unwrap();
+    f.apply_task(task(
+        "greet",
+        &url,
+        json!({"mode": "manual"}),
+        json!({"mode": "merge"}),
+    ))
+    .await
+    .unwrap();
     let t = f
-        .wait_phase("greet", &["AwaitingApproval", "Failed", "Rejected"], TASK_TIMEOUT)
+        .wait_phase(
+            "greet",
+            &["AwaitingApproval", "Failed", "Rejected"],
+            TASK_TIMEOUT,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
     let s = status(&t);
@@ -157,11 +217,13 @@ async fn manual_review_publishes_only_the_approved_commit() {
 
     // Another sha: nothing happens.
     let tasks = f.tasks();
-    let annotate = |sha: &str| {
-        json!({"apiVersion": "hermes.dev/v1alpha1", "kind": "HermesTask", "metadata": {"name": "greet", "annotations": {"hermes.dev/approve": sha}}})
-    };
+    let annotate = |sha: &str| json!({"apiVersion": "hermes.dev/v1alpha1", "kind": "HermesTask", "metadata": {"name": "greet", "annotations": {"hermes.dev/approve": sha}}});
     tasks
-        .patch("greet", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(annotate(&base)))
+        .patch(
+            "greet",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(annotate(&base)),
+        )
         .await
         .unwrap();
     let t = f
@@ -176,7 +238,11 @@ async fn manual_review_publishes_only_the_approved_commit() {
 
     // The reviewed sha: published.
     tasks
-        .patch("greet", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(annotate(&reviewed)))
+        .patch(
+            "greet",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(annotate(&reviewed)),
+        )
         .await
         .unwrap();
     let t = f
@@ -187,7 +253,9 @@ async fn manual_review_publishes_only_the_approved_commit() {
     assert_eq!(s["phase"], "Succeeded", "{s:#}");
     let merged = b.remote_rev("manual.git", "refs/heads/main").unwrap();
     assert_eq!(s["publish"]["mergeCommit"], merged.as_str(), "{s:#}");
-    let parents = b.remote_git("manual.git", &["rev-list", "--parents", "-n", "1", &merged]).unwrap();
+    let parents = b
+        .remote_git("manual.git", &["rev-list", "--parents", "-n", "1", &merged])
+        .unwrap();
     assert!(parents.contains(&reviewed), "{parents}");
 }
 
@@ -195,15 +263,25 @@ async fn manual_review_publishes_only_the_approved_commit() {
 /// shape as the agent itself sees it.
 #[tokio::test]
 async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials() {
-    let Some(b) = TierB::connect().await else { return };
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
     let f = b
-        .fixture("b-egress", ProfileOptions::scenarios(PROBE_SCENARIO, "reviewer-approve"))
+        .fixture(
+            "b-egress",
+            ProfileOptions::scenarios(PROBE_SCENARIO, "reviewer-approve"),
+        )
         .await
         .unwrap();
     let url = b.seed_repo("egress.git", "greeter").unwrap();
-    f.apply_task(task("probe", &url, json!({"mode": "auto"}), json!({"mode": "none"})))
-        .await
-        .unwrap();
+    f.apply_task(task(
+        "probe",
+        &url,
+        json!({"mode": "auto"}),
+        json!({"mode": "none"}),
+    ))
+    .await
+    .unwrap();
     let t = f
         .wait_phase("probe", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
         .await
@@ -211,7 +289,11 @@ async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials
     let records = b.services.model_records();
     let seen = probe_results(&records, PROBE_SCENARIO);
     let s = status(&t);
-    assert!(!seen.is_empty(), "the probe did not run: {s:#}\n{}", f.pod_logs());
+    assert!(
+        !seen.is_empty(),
+        "the probe did not run: {s:#}\n{}",
+        f.pod_logs()
+    );
     // The model server answers (it is the allowlisted address).
     assert!(seen["probe allowed"].starts_with("reachable"), "{seen:#?}");
     // Nothing else does: a listener on the node, the API server (by its
@@ -219,7 +301,10 @@ async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials
     // on a timeout: the packets are dropped.
     for label in ["node-other", "api-service", "api-node", "metadata"] {
         let got = &seen[&format!("probe {label}")];
-        assert!(got.starts_with("unreachable"), "{label}: {got} (all: {seen:#?})");
+        assert!(
+            got.starts_with("unreachable"),
+            "{label}: {got} (all: {seen:#?})"
+        );
     }
     let _ = (API_SERVICE, API_NODE_PORT);
     assert_eq!(seen["uid"], "65532", "{seen:#?}");

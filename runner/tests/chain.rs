@@ -8,7 +8,7 @@ use common::*;
 use hermes_results::{FailureReason, PublishMode, StepResult, Verdict};
 
 #[test]
-fn chain_merges_fast_forward_with_read_and_push_credentials_where_they_belong() {
+fn chain_merges_with_read_and_push_credentials_where_they_belong() {
     let w = World::new();
     let p = w.prepare();
     assert_eq!(p.branch, BRANCH);
@@ -70,12 +70,29 @@ fn chain_merges_fast_forward_with_read_and_push_credentials_where_they_belong() 
     };
     assert!(pub_.pushed, "{pub_:?}");
     assert_eq!(pub_.mode, PublishMode::Merge);
+    // A merge commit even where a fast-forward would do: the base's history
+    // names the task and the reviewed commit.
+    let merge = pub_.merge_commit.clone().unwrap();
+    assert_ne!(merge, c.head_commit);
+    assert_eq!(w.remote_ref("refs/heads/main"), Some(merge.clone()));
+    let parents = git(&w.remote, &["rev-list", "--parents", "-n1", &merge]);
     assert_eq!(
-        pub_.merge_commit.as_deref(),
-        Some(c.head_commit.as_str()),
-        "fast-forward"
+        parents,
+        format!("{merge} {} {}", p.base_commit, c.head_commit)
     );
-    assert_eq!(w.remote_ref("refs/heads/main"), Some(c.head_commit.clone()));
+    assert_eq!(
+        git(&w.remote, &["rev-parse", &format!("{merge}^{{tree}}")]),
+        git(
+            &w.remote,
+            &["rev-parse", &format!("{}^{{tree}}", c.head_commit)]
+        ),
+        "the merge's tree is the reviewed tree"
+    );
+    let msg = git(&w.remote, &["log", "-1", "--format=%B", &merge]);
+    assert!(
+        msg.contains(&format!("Hermes-Reviewed-Commit: {}", c.head_commit)),
+        "{msg}"
+    );
     let publish_requests = &w.server.requests()[n..];
     assert!(
         publish_requests

@@ -832,15 +832,26 @@ fn check_case(case: &Case) {
     match (case.publish, &r.result) {
         (Pub::PushesReviewed, StepResult::Published(pubd)) => {
             assert!(pubd.pushed, "{name}: {pubd:?}");
+            // Only the reviewed commit is pushed, under Hermes' merge commit
+            // (parents: the base and the reviewed commit; the reviewed tree).
+            let merge = pubd.merge_commit.clone().unwrap_or_default();
             assert_eq!(
-                pubd.merge_commit.as_deref(),
-                Some(reviewed_head.as_str()),
+                w.remote_ref("refs/heads/main"),
+                Some(merge.clone()),
                 "{name}"
             );
             assert_eq!(
-                w.remote_ref("refs/heads/main"),
-                Some(reviewed_head.clone()),
+                git(&w.remote, &["rev-list", "--parents", "-n1", &merge]),
+                format!("{merge} {} {reviewed_head}", p.base_commit),
                 "{name}: only the reviewed commit is pushed"
+            );
+            assert_eq!(
+                git(&w.remote, &["rev-parse", &format!("{merge}^{{tree}}")]),
+                git(
+                    &w.remote,
+                    &["rev-parse", &format!("{reviewed_head}^{{tree}}")]
+                ),
+                "{name}: the merge's tree is the reviewed tree"
             );
         }
         (Pub::Fails(reason), StepResult::Failed(f)) => {

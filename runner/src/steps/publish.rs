@@ -1,8 +1,8 @@
 //! `publish`: fresh clone of the base branch from the remote (push
 //! credentials), copy the reviewed commit's objects out of the volume as
 //! data (hash-verified; no config, no refs), check ancestry, then merge
-//! (fast-forward, else a merge commit; a conflict pushes nothing) or push the
-//! task branch. A refused push is a result (`pushed: false`), not a failure.
+//! (always a merge commit Hermes authors, naming the task and the reviewed
+//! commit; a conflict pushes nothing) or push the task branch. A refused push is a result (`pushed: false`), not a failure.
 //!
 //! Checks, in order: the remote base still contains the base commit (it
 //! moved only forward); the reviewed commit descends from the base commit.
@@ -116,15 +116,19 @@ pub fn run(args: &PublishArgs, creds: &Credentials) -> Result<Published> {
     })
 }
 
-/// Fast-forwards when the reviewed commit contains the remote base, else
-/// makes a merge commit; conflicts fail the step.
+/// Merges the reviewed commit into the remote base with a merge commit, also
+/// when a fast-forward would do: the base branch then shows, in one commit
+/// Hermes authored, where a reviewed task entered it and which commit was
+/// reviewed (`Hermes-Reviewed-Commit`), and `git revert -m 1` undoes the whole
+/// task. Nothing to merge (the base already is the reviewed commit) merges
+/// nothing. Conflicts fail the step.
 fn merge(repo: &Repository, remote_base: Oid, reviewed: Oid, task: &str) -> Result<Oid> {
     if remote_base == reviewed
         || repo
-            .graph_descendant_of(reviewed, remote_base)
-            .map_err(Error::git("checking fast-forward"))?
+            .graph_descendant_of(remote_base, reviewed)
+            .map_err(Error::git("checking ancestry"))?
     {
-        return Ok(reviewed);
+        return Ok(remote_base);
     }
     let ours = repo
         .find_commit(remote_base)
@@ -132,6 +136,23 @@ fn merge(repo: &Repository, remote_base: Oid, reviewed: Oid, task: &str) -> Resu
     let theirs = repo
         .find_commit(reviewed)
         .map_err(Error::git("reading the reviewed commit"))?;
+    let sig = git::hermes_signature()?;
+    let message = format!(
+        "Merge hermes task {task}\n\nHermes-Task: {task}\nHermes-Reviewed-Commit: {reviewed}\n"
+    );
+    // The base did not move: the merge's tree is the reviewed tree, as is
+    // (no index, no checkout of anything the agent wrote).
+    if repo
+        .graph_descendant_of(reviewed, remote_base)
+        .map_err(Error::git("checking ancestry"))?
+    {
+        let tree = theirs
+            .tree()
+            .map_err(Error::git("reading the reviewed tree"))?;
+        return repo
+            .commit(None, &sig, &sig, &message, &tree, &[&ours, &theirs])
+            .map_err(Error::git("committing the merge"));
+    }
     let mut opts = MergeOptions::new();
     opts.fail_on_conflict(false);
     let mut index = repo
@@ -155,8 +176,6 @@ fn merge(repo: &Repository, remote_base: Oid, reviewed: Oid, task: &str) -> Resu
     let tree = repo
         .find_tree(tree_id)
         .map_err(Error::git("reading the merged tree"))?;
-    let sig = git::hermes_signature()?;
-    let message = format!("Merge hermes task {task}\n\nHermes-Task: {task}\n");
     repo.commit(None, &sig, &sig, &message, &tree, &[&ours, &theirs])
         .map_err(Error::git("committing the merge"))
 }
