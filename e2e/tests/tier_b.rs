@@ -229,7 +229,7 @@ async fn manual_review_publishes_only_the_approved_commit() {
     let t = f
         .wait_task("greet", Duration::from_secs(30), |t| {
             let s = serde_json::to_value(&t.status).unwrap();
-            condition(&s, "ApprovalMismatch").is_some_and(|c| c["status"] == "True")
+            condition(&s, "Approved").is_some_and(|c| c["reason"] == "ApprovalMismatch")
         })
         .await
         .unwrap();
