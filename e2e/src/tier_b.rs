@@ -151,6 +151,12 @@ turns:
     usage: {{input_tokens: 800, output_tokens: 60}}
   - content:
       - type: tool_use
+        name: Read
+        input:
+          file_path: "{{{{cwd}}}}/src/greet.sh"
+    usage: {{input_tokens: 100, output_tokens: 20}}
+  - content:
+      - type: tool_use
         name: Edit
         input:
           file_path: "{{{{cwd}}}}/src/greet.sh"
@@ -168,6 +174,42 @@ turns:
 
 /// The name of the scenario [`probe_scenario`] registers.
 pub const PROBE_SCENARIO: &str = "implementer-probe-tier-b";
+/// An implementer that reports the kernel it runs on (`kernel <uname -r>`),
+/// then makes implementer-happy's edit: gVisor's kernel names itself.
+pub const KERNEL_SCENARIO: &str = "implementer-kernel-tier-b";
+
+fn kernel_scenario() -> String {
+    r#"description: implementer reports its kernel, then punctuates the greeting
+turns:
+  - content:
+      - type: tool_use
+        name: Bash
+        input:
+          command: 'echo "kernel $(uname -r)"'
+          description: Which kernel runs this
+    usage: {input_tokens: 100, output_tokens: 20}
+  - content:
+      - type: tool_use
+        name: Read
+        input:
+          file_path: "{{cwd}}/src/greet.sh"
+    usage: {input_tokens: 100, output_tokens: 20}
+  - content:
+      - type: tool_use
+        name: Edit
+        input:
+          file_path: "{{cwd}}/src/greet.sh"
+          old_string: 'echo "Hello $name"'
+          new_string: 'echo "Hello, $name!"'
+    usage: {input_tokens: 100, output_tokens: 20}
+  - content:
+      - type: text
+        text: Done.
+    stop_reason: end_turn
+    usage: {input_tokens: 100, output_tokens: 20}
+"#
+    .to_owned()
+}
 
 impl Services {
     fn start(node_ip: IpAddr) -> Result<Self, String> {
@@ -192,7 +234,10 @@ impl Services {
             decoy,
             _dir: dir,
         };
-        let extra = [(PROBE_SCENARIO.to_owned(), probe_scenario(&partial))];
+        let extra = [
+            (PROBE_SCENARIO.to_owned(), probe_scenario(&partial)),
+            (KERNEL_SCENARIO.to_owned(), kernel_scenario()),
+        ];
         partial.model = Server::start(hermes_model_server::Config {
             listen: format!("{node_ip}:0"),
             ..hermes_model_server::Config::loopback(scenarios(&extra)?)
@@ -511,6 +556,13 @@ impl Fixture {
                 .is_some_and(|p| phases.iter().any(|want| p == *want))
         })
         .await
+    }
+
+    /// kubectl in the namespace; its standard output.
+    pub fn ns_kubectl(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.ns.name.as_str()];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&self.cluster.kubectl(all).stdout).into_owned()
     }
 
     /// Container logs of every pod of the namespace, for failure messages.

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use hermes_e2e::tier_b::{
-    API_NODE_PORT, API_SERVICE, PROBE_SCENARIO, ProfileOptions, TierB, probe_results,
-};
+use hermes_e2e::tier_b::{KERNEL_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB, probe_results};
 use serde_json::{Value, json};
 
 const TASK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -306,10 +304,58 @@ async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials
             "{label}: {got} (all: {seen:#?})"
         );
     }
-    let _ = (API_SERVICE, API_NODE_PORT);
     assert_eq!(seen["uid"], "65532", "{seen:#?}");
     assert_eq!(seen["sa-token"], "absent", "{seen:#?}");
     assert_eq!(seen["rootfs"], "read-only", "{seen:#?}");
     assert_eq!(seen["git-credentials"], "files [] env 0", "{seen:#?}");
     assert_eq!(s["phase"], "Succeeded", "{s:#}");
+}
+
+/// A profile with gVisor's RuntimeClass: every task pod runs under gVisor
+/// (gVisor's own runsc and shim, built from its Go module), and the agent's
+/// Bash tool sees gVisor's kernel.
+#[tokio::test]
+async fn a_gvisor_profile_runs_every_phase_under_gvisor() {
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
+    let mut options = ProfileOptions::scenarios(KERNEL_SCENARIO, "reviewer-approve");
+    options.runtime_class = Some("gvisor".into());
+    let f = b.fixture("b-gvisor", options).await.unwrap();
+    let url = b.seed_repo("gvisor.git", "greeter").unwrap();
+    f.apply_task(task(
+        "greet",
+        &url,
+        json!({"mode": "auto"}),
+        json!({"mode": "branch"}),
+    ))
+    .await
+    .unwrap();
+    let t = f
+        .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
+    let s = status(&t);
+    assert_eq!(s["phase"], "Succeeded", "{s:#}\n{}", f.pod_logs());
+    let seen = probe_results(&b.services.model_records(), KERNEL_SCENARIO);
+    assert!(
+        seen.get("kernel").is_some_and(|k| k.contains("gvisor")),
+        "{seen:#?}"
+    );
+    // Every pod of the task asked for gVisor.
+    let out = f.ns_kubectl(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={.items[*].spec.runtimeClassName}",
+    ]);
+    let classes: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(classes.len(), 4, "{out}");
+    assert!(classes.iter().all(|c| *c == "gvisor"), "{out}");
+    // Branch mode: the reviewed commit on the task branch, main untouched.
+    assert_eq!(
+        b.remote_rev("gvisor.git", "refs/heads/hermes/greet")
+            .as_deref(),
+        s["review"]["reviewedCommit"].as_str()
+    );
 }

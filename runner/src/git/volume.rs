@@ -258,16 +258,26 @@ fn hook_findings(git_dir: &Path, findings: &mut Vec<Finding>) {
 }
 
 /// A bare repository of the runner's own at `scratch`, whose object
-/// database also reads the (checked) volume's objects. Nothing else of the
-/// volume is read through it.
+/// database is the (checked) volume's objects and nothing else. Nothing else
+/// of the volume is read through it.
+///
+/// The database is a fresh one with the volume's objects as its only
+/// (alternate) backend, rather than the scratch repository's own database
+/// plus an alternate: libgit2 skips an alternate whose directory has the same
+/// inode number as a backend it already has, without comparing devices, and
+/// on file systems that number inodes per mount (gVisor's) the scratch and
+/// volume `objects` directories can share one — the volume's objects then
+/// silently went missing.
 pub fn open_objects(volume: &Volume, scratch: &Path) -> Result<Repository> {
     let repo = crate::git::init_private(scratch, true)?;
     let objects = volume.git_dir.join("objects");
     let objects = objects
         .to_str()
         .ok_or_else(|| unsafe_("the volume path is not UTF-8"))?;
-    repo.odb()
-        .and_then(|odb| odb.add_disk_alternate(objects))
+    let odb = git2::Odb::new()
+        .and_then(|odb| odb.add_disk_alternate(objects).map(|()| odb))
+        .map_err(|e| unsafe_(format!("opening the volume's objects: {}", e.message())))?;
+    repo.set_odb(&odb)
         .map_err(|e| unsafe_(format!("opening the volume's objects: {}", e.message())))?;
     Ok(repo)
 }
