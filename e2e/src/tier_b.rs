@@ -14,7 +14,8 @@
 //! pods reach over the CNI bridge; each profile allows exactly the ports a
 //! phase needs. The operator is deployed once per test process from
 //! `deploy/operator.yaml` with the image references `scripts/test` exports
-//! (`HERMES_IMAGE_OPERATOR`, `_RUNNER`, `_AGENT`, `_REVIEWER`).
+//! (`HERMES_IMAGE_OPERATOR`, `_RUNNER`, `_AGENT`, `_REVIEWER`), or, without
+//! them, that `images/build` prints (after importing them).
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -46,20 +47,57 @@ pub struct Images {
 }
 
 impl Images {
-    /// From `HERMES_IMAGE_<ROLE>`, as `scripts/test` exports them after
-    /// building and importing the images.
-    pub fn from_env() -> Result<Self, String> {
-        let get = |role: &str| {
-            let var = format!("HERMES_IMAGE_{role}");
-            std::env::var(&var).map_err(|_| {
-                format!("{var} is not set (scripts/test builds the images and exports it)")
-            })
+    /// From `HERMES_IMAGE_<ROLE>` when all four are set (as `scripts/test`
+    /// exports them), else by running `images/build --print-refs` and
+    /// `images/import` into Tier B's containerd (both no-ops when nothing
+    /// changed).
+    pub fn resolve() -> Result<Self, String> {
+        let var = |role: &str| std::env::var(format!("HERMES_IMAGE_{role}")).ok();
+        if let (Some(operator), Some(runner), Some(agent), Some(reviewer)) = (
+            var("OPERATOR"),
+            var("RUNNER"),
+            var("AGENT"),
+            var("REVIEWER"),
+        ) {
+            return Ok(Self {
+                operator,
+                runner,
+                agent,
+                reviewer,
+            });
+        }
+        let root = repo_root();
+        let run = |cmd: &mut std::process::Command| -> Result<String, String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{cmd:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let refs = run(std::process::Command::new(root.join("images/build")).arg("--print-refs"))?;
+        let socket = run(
+            std::process::Command::new(root.join("e2e/cluster/hermes-cluster")).args([
+                "--tier",
+                "b",
+                "containerd-address",
+            ]),
+        )?;
+        run(std::process::Command::new(root.join("images/import"))
+            .args(["--address", socket.trim()]))?;
+        let get = |name: &str| {
+            refs.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .map(str::to_owned)
+                .ok_or_else(|| format!("images/build printed no {name} image"))
         };
         Ok(Self {
-            operator: get("OPERATOR")?,
-            runner: get("RUNNER")?,
-            agent: get("AGENT")?,
-            reviewer: get("REVIEWER")?,
+            operator: get("operator")?,
+            runner: get("runner")?,
+            agent: get("agent")?,
+            reviewer: get("reviewer")?,
         })
     }
 }
@@ -267,6 +305,7 @@ pub struct TierB {
     pub services: &'static Services,
 }
 
+static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
 static SERVICES: OnceLock<Result<Services, String>> = OnceLock::new();
 static DEPLOYED: OnceLock<Result<(), String>> = OnceLock::new();
 
@@ -276,7 +315,7 @@ impl TierB {
     pub async fn connect() -> Option<Self> {
         let cluster = Cluster::connect_tier(Tier::B).await?;
         let ready = async {
-            let images = Images::from_env()?;
+            let images = IMAGES.get_or_init(Images::resolve).clone()?;
             let node_ip = node_ip(&cluster).await?;
             let services = SERVICES
                 .get_or_init(|| Services::start(node_ip))

@@ -198,7 +198,11 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
         .and_then(|s| s.containers.first())
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    if condition(job, "Complete").is_some() {
+    // A Succeeded pod is the phase's success already: the Job (backoffLimit
+    // 0, one completion) records Complete only after the Job controller's
+    // next sync, up to a second later, and the pod carries the result.
+    let pod_succeeded = status.and_then(|s| s.phase.as_deref()) == Some("Succeeded");
+    if condition(job, "Complete").is_some() || pod_succeeded {
         return JobState::Succeeded {
             main: terminated_message(
                 status.and_then(|s| s.container_statuses.as_ref()),
@@ -301,4 +305,47 @@ fn images(phase: RunPhase, pod: &Pod) -> Vec<PhaseImage> {
             image_id: (!c.image_id.is_empty()).then(|| c.image_id.clone()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job() -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "t-prepare"},
+            "spec": {"template": {"spec": {"containers": [{"name": "prepare"}]}}},
+            "status": {"active": 1},
+        }))
+        .expect("job")
+    }
+
+    fn pod(phase: &str, message: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "t-prepare-x"},
+            "status": {
+                "phase": phase,
+                "containerStatuses": [{
+                    "name": "prepare", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "message": message}},
+                }],
+            },
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_succeeded_pod_completes_the_phase_before_the_job_says_so() {
+        match job_state(&job(), Some(&pod("Succeeded", "result"))) {
+            JobState::Succeeded { main, .. } => assert_eq!(main.as_deref(), Some("result")),
+            other => panic!("{other:?}"),
+        }
+        // A pod still running (or merely with a terminated container) does not.
+        assert!(matches!(
+            job_state(&job(), Some(&pod("Running", "result"))),
+            JobState::Running
+        ));
+    }
 }
