@@ -326,6 +326,10 @@ node_cleanup() {
   # Packet-filter state: kube-proxy's and kube-router's chains and sets, and
   # the bridge plugin's masquerade chains.
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  # No process of the node may rewrite rules while they are removed.
+  pkill -9 -f "^$(netpol_bin_dir)/kube-router" 2>/dev/null || true
+  pkill -9 -f "^$K8S_BIN/kube-proxy" 2>/dev/null || true
+  pkill -9 -f "^$K8S_BIN/kubelet" 2>/dev/null || true
   # Whatever is left of the kubelet's, kube-proxy's, kube-router's and the
   # CNI plugins' chains: each table is written back without them.
   local table save
@@ -338,6 +342,9 @@ node_cleanup() {
   done
   node_cleanup_enforcer
   rm -rf "$CONTAINERD_STATE"
+  local left
+  left=$( (iptables-save; ip6tables-save) 2>/dev/null | grep -cE -- '(KUBE|CNI)-' || true)
+  [ "$left" = 0 ] || log "warning: $left packet-filter lines of the node are left (iptables-save | grep -E 'KUBE-|CNI-')"
 }
 
 # The NetworkPolicy enforcer: kube-router's policy controller alone (no
