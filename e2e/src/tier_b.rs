@@ -145,9 +145,7 @@ pub const API_NODE_PORT: u16 = 26443;
 /// The probe the egress test's implementer runs with its Bash tool: one line
 /// per target, `<label> reachable <code>` or `<label> unreachable <curl exit>`,
 /// then what the pod itself looks like from inside.
-pub fn probe_script(s: &Services) -> String {
-    let ip = s.node_ip;
-    let decoy = s.decoy.port();
+pub fn probe_script(ip: IpAddr, decoy: u16) -> String {
     // The passwords are split so that the command itself (which the CLI
     // keeps in its transcript) never contains them whole.
     let (r1, r2) = READ_USER.1.split_at(4);
@@ -173,9 +171,9 @@ echo "git-credentials files [${{found}}] env $envs"
     )
 }
 
-/// The egress-probe implementer scenario for these services.
-fn probe_scenario(s: &Services) -> String {
-    let command = serde_json::to_string(&probe_script(s)).unwrap_or_default();
+/// The egress-probe implementer scenario for a node address and the decoy's port.
+fn probe_scenario(ip: IpAddr, decoy: u16) -> String {
+    let command = serde_json::to_string(&probe_script(ip, decoy)).unwrap_or_default();
     format!(
         r#"description: implementer probes egress and its own pod, then writes a note in scope
 turns:
@@ -264,24 +262,25 @@ impl Services {
             .local_addr()
             .map_err(|e| format!("decoy address: {e}"))?;
         std::thread::spawn(move || serve_decoy(decoy_listener));
-        let mut partial = Self {
-            node_ip,
-            git,
-            model: Server::start(hermes_model_server::Config::loopback(Scenarios::default()))
-                .map_err(|e| format!("starting a placeholder model server: {e}"))?,
-            decoy,
-            _dir: dir,
-        };
         let extra = [
-            (PROBE_SCENARIO.to_owned(), probe_scenario(&partial)),
+            (
+                PROBE_SCENARIO.to_owned(),
+                probe_scenario(node_ip, decoy.port()),
+            ),
             (KERNEL_SCENARIO.to_owned(), kernel_scenario()),
         ];
-        partial.model = Server::start(hermes_model_server::Config {
+        let model = Server::start(hermes_model_server::Config {
             listen: format!("{node_ip}:0"),
             ..hermes_model_server::Config::loopback(scenarios(&extra)?)
         })
         .map_err(|e| format!("starting the model server: {e}"))?;
-        Ok(partial)
+        Ok(Self {
+            node_ip,
+            git,
+            model,
+            decoy,
+            _dir: dir,
+        })
     }
 
     /// The model base URL of `scenario`.
