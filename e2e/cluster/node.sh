@@ -186,6 +186,9 @@ node_up() {
   # containerd finds the gVisor shim on its PATH.
   start containerd env PATH="$(gvisor_bin_dir):$PATH" containerd --config "$STATE/containerd.toml"
   wait_healthy containerd 60
+  # A node starts empty: what a crashed or rebooted node left in containerd's
+  # metadata is not resumed (the kubelet recreates the pods it should run).
+  node_purge_containers
   # The sandbox image is imported, never pulled.
   if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(pause_image_ref)"; then
     ctr -a "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack "$(pause_image_dir)/pause.tar" >/dev/null
@@ -288,15 +291,20 @@ node_drain() {
   fi
   if running containerd && [ -x "$CRICTL" ]; then
     "$CRICTL" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 60s rmp --all --force >/dev/null 2>&1 || true
-    # Whatever the CRI could not remove (a sandbox that never started) goes
-    # from containerd's metadata too: its root survives `down`.
-    local id
-    for id in $(ctr -a "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null); do
-      ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks kill -s KILL "$id" >/dev/null 2>&1 || true
-      ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks delete -f "$id" >/dev/null 2>&1 || true
-      ctr -a "$CONTAINERD_SOCK" -n k8s.io containers rm "$id" >/dev/null 2>&1 || true
-    done
+    node_purge_containers
   fi
+}
+
+# Every container containerd still records (a sandbox that never started, or
+# all of them after a crash or a reboot: its root survives `down`). Only while
+# no kubelet runs.
+node_purge_containers() {
+  local id
+  for id in $(ctr -a "$CONTAINERD_SOCK" -n k8s.io containers ls -q 2>/dev/null); do
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io tasks delete -f "$id" >/dev/null 2>&1 || true
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io containers rm "$id" >/dev/null 2>&1 || true
+  done
 }
 
 # After the components stop: anything a crash left behind.
