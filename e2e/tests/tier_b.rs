@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use hermes_e2e::tier_b::{KERNEL_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB, probe_results};
+use hermes_e2e::tier_b::{
+    Fixture, KERNEL_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB, probe_results,
+};
 use serde_json::{Value, json};
 
 const TASK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -31,6 +33,73 @@ fn status(t: &hermes_crds::task::HermesTask) -> Value {
     serde_json::to_value(&t.status).unwrap()
 }
 
+/// One test's run: its namespace and profile, a fresh copy of the greeter
+/// repository on the remote, and the task `greet` applied against it.
+struct Run {
+    b: TierB,
+    f: Fixture,
+    /// The remote repository's name.
+    repo: &'static str,
+    /// The remote's main before the task.
+    base: String,
+}
+
+impl Run {
+    /// `None` when there is no Tier B (and it is not required).
+    async fn start(
+        repo: &'static str,
+        options: ProfileOptions,
+        review: Value,
+        publish: Value,
+        before_apply: impl FnOnce(&TierB),
+    ) -> Option<Self> {
+        let b = TierB::connect().await?;
+        let prefix = format!("b-{}", repo.trim_end_matches(".git"));
+        let f = b.fixture(&prefix, options).await.unwrap();
+        let url = b.seed_repo(repo, "greeter").unwrap();
+        let base = b.remote_rev(repo, "refs/heads/main").unwrap();
+        before_apply(&b);
+        f.apply_task(task("greet", &url, review, publish))
+            .await
+            .unwrap();
+        Some(Self { b, f, repo, base })
+    }
+
+    /// Waits for one of `phases`; the status then.
+    async fn wait(&self, phases: &[&str]) -> Value {
+        let t = self
+            .f
+            .wait_phase("greet", phases, TASK_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.f.pod_logs()));
+        status(&t)
+    }
+
+    /// Waits for the task to end; its status.
+    async fn end(&self) -> Value {
+        self.wait(&["Succeeded", "Failed", "Rejected", "Cancelled"])
+            .await
+    }
+
+    fn remote_main(&self) -> String {
+        self.b.remote_rev(self.repo, "refs/heads/main").unwrap()
+    }
+
+    fn remote_refs(&self) -> String {
+        self.b.remote_git(self.repo, &["for-each-ref"]).unwrap()
+    }
+
+    fn parents(&self, commit: &str) -> Vec<String> {
+        self.b
+            .remote_git(self.repo, &["rev-list", "--parents", "-n", "1", commit])
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 fn condition<'a>(s: &'a Value, kind: &str) -> Option<&'a Value> {
     s["conditions"]
         .as_array()?
@@ -38,52 +107,36 @@ fn condition<'a>(s: &'a Value, kind: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == kind)
 }
 
+fn scenarios(implementer: &str, reviewer: &str) -> ProfileOptions {
+    ProfileOptions::scenarios(implementer, reviewer)
+}
+
 #[tokio::test]
 async fn happy_path_merges_the_agents_edit_and_records_every_outcome() {
-    let Some(b) = TierB::connect().await else {
-        return;
-    };
-    let f = b
-        .fixture(
-            "b-happy",
-            ProfileOptions::scenarios("implementer-happy", "reviewer-approve"),
-        )
-        .await
-        .unwrap();
-    let url = b.seed_repo("happy.git", "greeter").unwrap();
-    let base = b.remote_rev("happy.git", "refs/heads/main").unwrap();
-    f.apply_task(task(
-        "greet",
-        &url,
+    let Some(r) = Run::start(
+        "happy.git",
+        scenarios("implementer-happy", "reviewer-approve"),
         json!({"mode": "auto"}),
         json!({"mode": "merge"}),
-    ))
+        |_| {},
+    )
     .await
-    .unwrap();
-    let t = f
-        .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
-    let s = status(&t);
-    assert_eq!(s["phase"], "Succeeded", "{s:#}\n{}", f.pod_logs());
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Succeeded", "{s:#}\n{}", r.f.pod_logs());
 
     // The remote's main is a merge of the base and the agent's commit.
-    let merged = b.remote_rev("happy.git", "refs/heads/main").unwrap();
-    assert_ne!(merged, base);
-    assert_eq!(s["baseCommit"], base.as_str(), "{s:#}");
+    let merged = r.remote_main();
+    assert_ne!(merged, r.base);
+    assert_eq!(s["baseCommit"], r.base.as_str(), "{s:#}");
     assert_eq!(s["publish"]["mergeCommit"], merged.as_str(), "{s:#}");
     let head = s["headCommit"].as_str().unwrap();
-    let parents = b
-        .remote_git("happy.git", &["rev-list", "--parents", "-n", "1", &merged])
-        .unwrap();
-    let parents: Vec<&str> = parents.split_whitespace().skip(1).collect();
-    assert!(
-        parents.contains(&head),
-        "merge {merged} parents {parents:?}, head {head}"
-    );
-    let greet = b
-        .remote_git("happy.git", &["show", &format!("{merged}:src/greet.sh")])
-        .unwrap();
+    assert_eq!(r.parents(&merged), [r.base.as_str(), head], "{s:#}");
+    let greet =
+        r.b.remote_git(r.repo, &["show", &format!("{merged}:src/greet.sh")])
+            .unwrap();
     assert!(greet.contains(r#"echo "Hello, $name!""#), "{greet}");
     // Verdict and push; the implementer's usage and cost exactly as
     // implementer-happy scripts them (4 turns; 1670 in, 180 out, 3000 cache
@@ -108,189 +161,126 @@ async fn happy_path_merges_the_agents_edit_and_records_every_outcome() {
 
 #[tokio::test]
 async fn a_rejecting_reviewer_leaves_the_remote_untouched() {
-    let Some(b) = TierB::connect().await else {
-        return;
-    };
-    let f = b
-        .fixture(
-            "b-reject",
-            ProfileOptions::scenarios("implementer-happy", "reviewer-reject"),
-        )
-        .await
-        .unwrap();
-    let url = b.seed_repo("reject.git", "greeter").unwrap();
-    let before = b.remote_git("reject.git", &["for-each-ref"]).unwrap();
-    f.apply_task(task(
-        "greet",
-        &url,
+    let Some(r) = Run::start(
+        "reject.git",
+        scenarios("implementer-happy", "reviewer-reject"),
         json!({"mode": "auto"}),
         json!({"mode": "merge"}),
-    ))
+        |_| {},
+    )
     .await
-    .unwrap();
-    let t = f
-        .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
-    let s = status(&t);
+    else {
+        return;
+    };
+    let s = r.end().await;
     assert_eq!(s["phase"], "Rejected", "{s:#}");
     assert_eq!(s["review"]["verdict"], "reject", "{s:#}");
     assert_eq!(
-        b.remote_git("reject.git", &["for-each-ref"]).unwrap(),
-        before
+        r.remote_refs(),
+        format!("{} commit\trefs/heads/main", r.base)
     );
 }
 
 #[tokio::test]
 async fn a_refused_push_ends_succeeded_with_a_push_failed_warning() {
-    let Some(b) = TierB::connect().await else {
-        return;
-    };
-    let f = b
-        .fixture(
-            "b-refused",
-            ProfileOptions::scenarios("implementer-happy", "reviewer-approve"),
-        )
-        .await
-        .unwrap();
-    let url = b.seed_repo("refused.git", "greeter").unwrap();
-    hermes_git_server::refuse_pushes(&b.services.git.root().join("refused.git")).unwrap();
-    let before = b.remote_git("refused.git", &["for-each-ref"]).unwrap();
-    f.apply_task(task(
-        "greet",
-        &url,
+    let Some(r) = Run::start(
+        "refused.git",
+        scenarios("implementer-happy", "reviewer-approve"),
         json!({"mode": "auto"}),
         json!({"mode": "merge"}),
-    ))
+        |b| hermes_git_server::refuse_pushes(&b.services.git.root().join("refused.git")).unwrap(),
+    )
     .await
-    .unwrap();
-    let t = f
-        .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
-    let s = status(&t);
+    else {
+        return;
+    };
+    let s = r.end().await;
     assert_eq!(s["phase"], "Succeeded", "{s:#}");
     assert_eq!(s["publish"]["pushed"], false, "{s:#}");
     let warning = condition(&s, "PushFailed").expect("a PushFailed condition");
     assert_eq!(warning["status"], "True", "{s:#}");
     assert_eq!(
-        b.remote_git("refused.git", &["for-each-ref"]).unwrap(),
-        before
+        r.remote_refs(),
+        format!("{} commit\trefs/heads/main", r.base)
     );
 }
 
 #[tokio::test]
 async fn manual_review_publishes_only_the_approved_commit() {
-    let Some(b) = TierB::connect().await else {
-        return;
-    };
-    let f = b
-        .fixture(
-            "b-manual",
-            ProfileOptions::scenarios("implementer-happy", "reviewer-approve"),
-        )
-        .await
-        .unwrap();
-    let url = b.seed_repo("manual.git", "greeter").unwrap();
-    let base = b.remote_rev("manual.git", "refs/heads/main").unwrap();
-    f.apply_task(task(
-        "greet",
-        &url,
+    let Some(r) = Run::start(
+        "manual.git",
+        scenarios("implementer-happy", "reviewer-approve"),
         json!({"mode": "manual"}),
         json!({"mode": "merge"}),
-    ))
+        |_| {},
+    )
     .await
-    .unwrap();
-    let t = f
-        .wait_phase(
-            "greet",
-            &["AwaitingApproval", "Failed", "Rejected"],
-            TASK_TIMEOUT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
-    let s = status(&t);
+    else {
+        return;
+    };
+    let s = r.wait(&["AwaitingApproval", "Failed", "Rejected"]).await;
     assert_eq!(s["phase"], "AwaitingApproval", "{s:#}");
     let reviewed = s["review"]["reviewedCommit"].as_str().unwrap().to_owned();
 
+    let approve = |sha: &str| {
+        kube::api::Patch::Merge(json!({"metadata": {"annotations": {"hermes.dev/approve": sha}}}))
+    };
+    let tasks = r.f.tasks();
     // Another sha: nothing happens.
-    let tasks = f.tasks();
-    let annotate = |sha: &str| json!({"apiVersion": "hermes.dev/v1alpha1", "kind": "HermesTask", "metadata": {"name": "greet", "annotations": {"hermes.dev/approve": sha}}});
     tasks
         .patch(
             "greet",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(annotate(&base)),
+            &approve(&r.base),
         )
         .await
         .unwrap();
-    let t = f
-        .wait_task("greet", Duration::from_secs(30), |t| {
-            let s = serde_json::to_value(&t.status).unwrap();
-            condition(&s, "Approved").is_some_and(|c| c["reason"] == "ApprovalMismatch")
+    let t =
+        r.f.wait_task("greet", Duration::from_secs(30), |t| {
+            condition(&status(t), "Approved").is_some_and(|c| c["reason"] == "ApprovalMismatch")
         })
         .await
         .unwrap();
     assert_eq!(status(&t)["phase"], "AwaitingApproval");
-    assert_eq!(b.remote_rev("manual.git", "refs/heads/main").unwrap(), base);
+    assert_eq!(r.remote_main(), r.base);
 
     // The reviewed sha: published.
     tasks
         .patch(
             "greet",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(annotate(&reviewed)),
+            &approve(&reviewed),
         )
         .await
         .unwrap();
-    let t = f
-        .wait_phase("greet", &["Succeeded", "Failed"], TASK_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
-    let s = status(&t);
+    let s = r.wait(&["Succeeded", "Failed"]).await;
     assert_eq!(s["phase"], "Succeeded", "{s:#}");
-    let merged = b.remote_rev("manual.git", "refs/heads/main").unwrap();
+    let merged = r.remote_main();
     assert_eq!(s["publish"]["mergeCommit"], merged.as_str(), "{s:#}");
-    let parents = b
-        .remote_git("manual.git", &["rev-list", "--parents", "-n", "1", &merged])
-        .unwrap();
-    assert!(parents.contains(&reviewed), "{parents}");
+    assert_eq!(r.parents(&merged), [r.base.as_str(), reviewed.as_str()]);
 }
 
 /// Egress, driven through the real agent's Bash tool, and the agent pod's
 /// shape as the agent itself sees it.
 #[tokio::test]
 async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials() {
-    let Some(b) = TierB::connect().await else {
-        return;
-    };
-    let f = b
-        .fixture(
-            "b-egress",
-            ProfileOptions::scenarios(PROBE_SCENARIO, "reviewer-approve"),
-        )
-        .await
-        .unwrap();
-    let url = b.seed_repo("egress.git", "greeter").unwrap();
-    f.apply_task(task(
-        "probe",
-        &url,
+    let Some(r) = Run::start(
+        "egress.git",
+        scenarios(PROBE_SCENARIO, "reviewer-approve"),
         json!({"mode": "auto"}),
         json!({"mode": "none"}),
-    ))
+        |_| {},
+    )
     .await
-    .unwrap();
-    let t = f
-        .wait_phase("probe", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
-    let records = b.services.model_records();
-    let seen = probe_results(&records, PROBE_SCENARIO);
-    let s = status(&t);
+    else {
+        return;
+    };
+    let s = r.end().await;
+    let seen = probe_results(&r.b.services.model_records(), PROBE_SCENARIO);
     assert!(
         !seen.is_empty(),
         "the probe did not run: {s:#}\n{}",
-        f.pod_logs()
+        r.f.pod_logs()
     );
     // The model server answers (it is the allowlisted address).
     assert!(seen["probe allowed"].starts_with("reachable"), "{seen:#?}");
@@ -316,34 +306,28 @@ async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials
 /// Bash tool sees gVisor's kernel.
 #[tokio::test]
 async fn a_gvisor_profile_runs_every_phase_under_gvisor() {
-    let Some(b) = TierB::connect().await else {
-        return;
-    };
-    let mut options = ProfileOptions::scenarios(KERNEL_SCENARIO, "reviewer-approve");
+    let mut options = scenarios(KERNEL_SCENARIO, "reviewer-approve");
     options.runtime_class = Some("gvisor".into());
-    let f = b.fixture("b-gvisor", options).await.unwrap();
-    let url = b.seed_repo("gvisor.git", "greeter").unwrap();
-    f.apply_task(task(
-        "greet",
-        &url,
+    let Some(r) = Run::start(
+        "gvisor.git",
+        options,
         json!({"mode": "auto"}),
         json!({"mode": "branch"}),
-    ))
+        |_| {},
+    )
     .await
-    .unwrap();
-    let t = f
-        .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
-    let s = status(&t);
-    assert_eq!(s["phase"], "Succeeded", "{s:#}\n{}", f.pod_logs());
-    let seen = probe_results(&b.services.model_records(), KERNEL_SCENARIO);
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Succeeded", "{s:#}\n{}", r.f.pod_logs());
+    let seen = probe_results(&r.b.services.model_records(), KERNEL_SCENARIO);
     assert!(
         seen.get("kernel").is_some_and(|k| k.contains("gvisor")),
         "{seen:#?}"
     );
     // Every pod of the task asked for gVisor.
-    let out = f.ns_kubectl(&[
+    let out = r.f.ns_kubectl(&[
         "get",
         "pods",
         "-o",
@@ -354,8 +338,8 @@ async fn a_gvisor_profile_runs_every_phase_under_gvisor() {
     assert!(classes.iter().all(|c| *c == "gvisor"), "{out}");
     // Branch mode: the reviewed commit on the task branch, main untouched.
     assert_eq!(
-        b.remote_rev("gvisor.git", "refs/heads/hermes/greet")
-            .as_deref(),
+        r.b.remote_rev(r.repo, "refs/heads/hermes/greet").as_deref(),
         s["review"]["reviewedCommit"].as_str()
     );
+    assert_eq!(r.remote_main(), r.base);
 }
