@@ -438,3 +438,76 @@ fn context_reads_a_repository_task_file_from_the_base_commit_not_the_work_tree()
         "{report:?}"
     );
 }
+
+/// A remote that does not answer yet (a pod's network programmed a moment
+/// after it starts) is tried again a few times; the clone then succeeds.
+#[test]
+fn prepare_tries_again_while_the_remote_is_not_reachable_yet() {
+    let w = World::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = w.server.root().to_path_buf();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        GitServer::start(root, &format!("127.0.0.1:{port}")).unwrap()
+    });
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let r = w.runner(&[
+        "prepare",
+        "--url",
+        &url,
+        "--base-ref",
+        "main",
+        "--branch",
+        BRANCH,
+        "--repo-dir",
+        w.repo_dir().to_str().unwrap(),
+        "--credentials-dir",
+        w.read_creds.to_str().unwrap(),
+    ]);
+    let server = late.join().unwrap();
+    assert!(r.success, "{:?}\n{}", r.result, r.stderr);
+    assert!(r.stderr.contains("trying again"), "{}", r.stderr);
+    // The fetch that succeeded is the only one that reached a server.
+    assert!(server.requests().iter().any(|r| r.authorization));
+}
+
+/// A remote that never answers fails the step as a fetch failure after the
+/// bounded retries, naming the remote's address and not hanging.
+#[test]
+fn prepare_gives_up_on_a_remote_that_never_answers() {
+    let w = World::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let r = w.runner(&[
+        "prepare",
+        "--url",
+        &url,
+        "--base-ref",
+        "main",
+        "--branch",
+        BRANCH,
+        "--repo-dir",
+        w.repo_dir().to_str().unwrap(),
+        "--credentials-dir",
+        w.read_creds.to_str().unwrap(),
+    ]);
+    assert!(!r.success);
+    let StepResult::Failed(f) = r.result else {
+        panic!("{:?}", r.result)
+    };
+    assert_ne!(
+        f.reason,
+        FailureReason::AuthenticationFailed,
+        "{}",
+        f.message
+    );
+    assert_eq!(r.stderr.matches("trying again").count(), 3, "{}", r.stderr);
+}

@@ -147,6 +147,26 @@ fn classify(e: git2::Error, attempts: &Attempts, what: &str) -> Error {
     }
 }
 
+/// Waits between attempts to reach a remote that did not answer at all. A
+/// pod's network (its NetworkPolicy rules, the Service it dials) can be
+/// programmed a moment after the pod starts; a remote that answered, and
+/// above all one that was asked for credentials, is never tried again.
+const CONNECT_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+];
+
+/// True when the fetch failed before any exchange with the remote: no
+/// credentials were asked for and libgit2 reports a network or OS error.
+fn not_connected(e: &git2::Error, attempts: &Attempts) -> bool {
+    attempts.credentials.get() == 0
+        && !attempts.refused_url.get()
+        && e.code() != ErrorCode::Auth
+        && matches!(e.class(), ErrorClass::Net | ErrorClass::Os)
+        && e.message().to_ascii_lowercase().contains("connect")
+}
+
 fn fetch_options<'a>(
     url: &'a str,
     creds: &'a Credentials,
@@ -171,7 +191,6 @@ pub fn fetch_branch(
     creds: &Credentials,
     named: bool,
 ) -> Result<git2::Oid> {
-    let attempts = Attempts::default();
     let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
     let mut remote = if named {
         repo.find_remote("origin")
@@ -179,10 +198,23 @@ pub fn fetch_branch(
         repo.remote_anonymous(url)
     }
     .map_err(Error::git("setting up the remote"))?;
-    let mut fo = fetch_options(url, creds, &attempts);
-    remote
-        .fetch(&[refspec.as_str()], Some(&mut fo), None)
-        .map_err(|e| classify(e, &attempts, branch))?;
+    let mut waits = CONNECT_RETRIES.iter();
+    loop {
+        let attempts = Attempts::default();
+        let mut fo = fetch_options(url, creds, &attempts);
+        match remote.fetch(&[refspec.as_str()], Some(&mut fo), None) {
+            Ok(()) => break,
+            Err(e) if not_connected(&e, &attempts) => match waits.next() {
+                Some(wait) => {
+                    tracing::warn!(error = %e.message(), wait_ms = wait.as_millis() as u64,
+                        "the remote could not be reached; trying again");
+                    std::thread::sleep(*wait);
+                }
+                None => return Err(classify(e, &attempts, branch)),
+            },
+            Err(e) => return Err(classify(e, &attempts, branch)),
+        }
+    }
     let tracking = format!("refs/remotes/origin/{branch}");
     match repo.refname_to_id(&tracking) {
         Ok(oid) => Ok(oid),
