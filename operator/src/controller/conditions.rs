@@ -22,6 +22,9 @@ pub mod types {
     pub const PUBLISHED: &str = "Published";
     /// The push failed; the task still succeeded (a warning).
     pub const PUSH_FAILED: &str = "PushFailed";
+    /// The task got a place under its profile's caps (False: it waits in
+    /// `Queued`, or approved in `AwaitingApproval`, and the reason says why).
+    pub const SCHEDULED: &str = "Scheduled";
 }
 
 /// Condition reasons.
@@ -53,6 +56,12 @@ pub mod reasons {
     pub const SUCCEEDED: &str = "Succeeded";
     pub const REJECTED: &str = "Rejected";
     pub const FAILED: &str = "Failed";
+    pub const STARTED: &str = "Started";
+    pub const MAX_RUNNING: &str = "MaxRunning";
+    pub const MAX_AWAITING_REVIEW: &str = "MaxAwaitingReview";
+    pub const WAITING_FOR_DEPENDENCIES: &str = "WaitingForDependencies";
+    pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
+    pub const DEPENDENCY_CYCLE: &str = "DependencyCycle";
 }
 
 /// Sets a condition, keeping its transition time unless its status flips.

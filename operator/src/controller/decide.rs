@@ -16,6 +16,7 @@ use hermes_crds::{HermesTask, RunPhase, TaskPhase};
 use hermes_results::{StepResult, decode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::admission::Admission;
 use super::conditions::{self, reasons, types};
 use crate::narrowing::{self, Effective};
 
@@ -81,6 +82,9 @@ pub struct Observed {
     pub jobs: BTreeMap<(RunPhase, u32), JobView>,
     /// Whether the repo volume's claim exists.
     pub repo_volume_exists: bool,
+    /// What admission (the profile's caps, dependsOn) says, when the task
+    /// asked to start or to publish after approval; `Granted` otherwise.
+    pub admission: Admission,
 }
 
 /// An Event to publish on the task.
@@ -344,10 +348,71 @@ impl Decider<'_> {
         );
         self.plan.effective = Some(effective);
         self.plan.profile = Some(profile.clone());
+        if self.obs.jobs.is_empty() && !self.admitted_to_start() {
+            return;
+        }
         if self.plan.status.start_time.is_none() {
             self.plan.status.start_time = Some(self.now.clone());
         }
         self.pipeline(profile);
+    }
+
+    /// Before the first Job: whether the task may start now under its
+    /// profile's caps and its dependencies; if not, it waits in `Queued`
+    /// (or fails, when a dependency failed or dependsOn cycles).
+    fn admitted_to_start(&mut self) -> bool {
+        match self.obs.admission.clone() {
+            Admission::Granted => {
+                let name = self.task.spec.profile.0.clone();
+                self.set(
+                    types::SCHEDULED,
+                    true,
+                    reasons::STARTED,
+                    format!("started under profile {name}"),
+                );
+                true
+            }
+            Admission::Waiting { reason, message } => {
+                self.set(types::SCHEDULED, false, reason, message);
+                self.plan.status.phase = Some(TaskPhase::Queued);
+                false
+            }
+            Admission::Blocked { reason, message } => {
+                self.set(types::SCHEDULED, false, reason, message.clone());
+                self.end(TaskPhase::Failed, reason, message);
+                false
+            }
+        }
+    }
+
+    /// After a person approved: whether publish may start now under the
+    /// profile's `maxRunning`; if not, the task stays in `AwaitingApproval`.
+    fn admitted_to_publish(&mut self) -> bool {
+        let publishing = self.obs.jobs.keys().any(|(p, _)| *p == RunPhase::Publish);
+        if publishing || self.task.spec.review.mode != ReviewMode::Manual {
+            return true;
+        }
+        match self.obs.admission.clone() {
+            Admission::Granted => {
+                if conditions::get(&self.plan.status.conditions, types::SCHEDULED)
+                    .is_some_and(|c| c.status != "True")
+                {
+                    let name = self.task.spec.profile.0.clone();
+                    self.set(
+                        types::SCHEDULED,
+                        true,
+                        reasons::STARTED,
+                        format!("publishing under profile {name}"),
+                    );
+                }
+                true
+            }
+            Admission::Waiting { reason, message } | Admission::Blocked { reason, message } => {
+                self.set(types::SCHEDULED, false, reason, message);
+                self.plan.status.phase = Some(TaskPhase::AwaitingApproval);
+                false
+            }
+        }
     }
 
     fn pipeline(&mut self, profile: &HermesProfileSpec) {
@@ -365,7 +430,7 @@ impl Decider<'_> {
                 }
             }
         }
-        if !self.decided_to_publish() {
+        if !self.decided_to_publish() || !self.admitted_to_publish() {
             return;
         }
         if self.task.spec.publish.mode == PublishMode::None {

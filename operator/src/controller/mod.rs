@@ -5,13 +5,18 @@
 //! and NetworkPolicies they own; the pods of their Jobs (for termination
 //! messages); and profiles (a change re-reconciles the tasks naming it).
 
+pub mod admission;
 pub mod apply;
 pub mod conditions;
 pub mod decide;
 pub mod observe;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use hermes_crds::TaskPhase;
 
 use futures::StreamExt;
 use hermes_crds::{HermesProfile, HermesTask};
@@ -39,11 +44,20 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// Every task, as the watch last saw it (admission counts from it).
+    pub tasks: reflector::Store<HermesTask>,
+    /// Slots granted and not yet visible in `tasks`.
+    pub ledger: admission::Ledger,
 }
 
 impl Context {
     /// A context for `client`; `instance` names this replica in Events.
-    pub fn new(client: Client, instance: Option<String>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        instance: Option<String>,
+        metrics: Arc<Metrics>,
+        tasks: reflector::Store<HermesTask>,
+    ) -> Self {
         let reporter = Reporter {
             controller: EVENT_REPORTER.into(),
             instance,
@@ -52,9 +66,100 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            tasks,
+            ledger: admission::Ledger::default(),
+        }
+    }
+
+    /// The tasks of `namespace` in the cache.
+    fn peers(&self, namespace: &str) -> Vec<Arc<HermesTask>> {
+        self.tasks
+            .state()
+            .into_iter()
+            .filter(|t| t.namespace().as_deref() == Some(namespace))
+            .collect()
+    }
+}
+
+/// Wakes queued tasks when a place may have opened, from the task watch
+/// itself (so the cache already shows the change when they look).
+struct Waker {
+    last: HashMap<String, Option<TaskPhase>>,
+    store: reflector::Store<HermesTask>,
+    tx: UnboundedSender<ObjectRef<HermesTask>>,
+}
+
+impl Waker {
+    fn on_event(&mut self, event: &watcher::Event<HermesTask>) {
+        let phase = |t: &HermesTask| t.status.as_ref().and_then(|s| s.phase);
+        match event {
+            watcher::Event::InitApply(t) => {
+                self.last.insert(t.uid().unwrap_or_default(), phase(t));
+            }
+            watcher::Event::Apply(t) => {
+                let new = phase(t);
+                let old = self.last.insert(t.uid().unwrap_or_default(), new).flatten();
+                let (heads, dependents) = admission::wake_plan(old, new);
+                self.wake(t, heads, dependents);
+            }
+            watcher::Event::Delete(t) => {
+                self.last.remove(&t.uid().unwrap_or_default());
+                self.wake(t, 2, true);
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    fn wake(&self, task: &HermesTask, heads: usize, dependents: bool) {
+        if heads == 0 && !dependents {
+            return;
+        }
+        let ns = task.namespace().unwrap_or_default();
+        let peers: Vec<Arc<HermesTask>> = self
+            .store
+            .state()
+            .into_iter()
+            .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
+            .collect();
+        let name = task.name_any();
+        let changed = dependents.then_some(name.as_str());
+        for t in admission::to_wake(&ns, &task.spec.profile.0, changed, &peers, heads) {
+            let _ = self.tx.unbounded_send(ObjectRef::from(t.as_ref()));
         }
     }
 }
+
+/// A safety net under the watch-driven wakes: every so often, the head of
+/// every profile's queue looks again.
+async fn sweep(store: reflector::Store<HermesTask>, tx: UnboundedSender<ObjectRef<HermesTask>>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let state = store.state();
+        let mut profiles: Vec<(String, String)> = state
+            .iter()
+            .map(|t| (t.namespace().unwrap_or_default(), t.spec.profile.0.clone()))
+            .collect();
+        profiles.sort();
+        profiles.dedup();
+        for (ns, profile) in profiles {
+            let peers: Vec<Arc<HermesTask>> = state
+                .iter()
+                .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
+                .cloned()
+                .collect();
+            for t in admission::to_wake(&ns, &profile, None, &peers, 1) {
+                if tx.unbounded_send(ObjectRef::from(t.as_ref())).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often the queue heads look again without a watch event.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -74,9 +179,27 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
         }
         let started = std::time::Instant::now();
         ctx.metrics.reconciles.inc();
-        let observed = observe::observe(&ctx.client, &task).await?;
+        let mut observed = observe::observe(&ctx.client, &task).await?;
+        let request = admission::request(&task, !observed.jobs.is_empty());
+        if let (Some(request), Some(profile)) = (request, observed.profile.as_ref()) {
+            let peers = ctx.peers(&task.namespace().unwrap_or_default());
+            observed.admission = ctx
+                .ledger
+                .admit(&task, request, &profile.concurrency, &peers);
+        }
         let plan = decide::decide(&task, &observed, &now());
-        apply::execute(&ctx.client, &ctx.recorder, &task, &plan).await?;
+        let granted = request.is_some() && observed.admission == admission::Admission::Granted;
+        if granted && plan.create_job.is_none() {
+            // Granted, but the decision did not start it (e.g. it failed
+            // admission checks): the place goes back.
+            ctx.ledger.release(&task);
+        }
+        if let Err(e) = apply::execute(&ctx.client, &ctx.recorder, &task, &plan).await {
+            if granted {
+                ctx.ledger.release(&task);
+            }
+            return Err(e);
+        }
         let old_phase = task.status.as_ref().and_then(|s| s.phase);
         if let Some(phase) = plan.status.phase.filter(|p| Some(*p) != old_phase) {
             ctx.metrics
@@ -141,6 +264,12 @@ pub async fn run(
     // the operator never reads them, and with thousands of tasks they are
     // most of the cache.
     let (store, writer) = reflector::store();
+    let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    let mut waker = Waker {
+        last: HashMap::new(),
+        store: store.clone(),
+        tx: wake_tx.clone(),
+    };
     let task_stream = watcher(tasks, watcher::Config::default())
         .default_backoff()
         .modify(|t: &mut HermesTask| {
@@ -149,11 +278,23 @@ pub async fn run(
                 .remove("kubectl.kubernetes.io/last-applied-configuration");
         })
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                waker.on_event(event);
+            }
+        })
         .applied_objects();
     let controller = Controller::for_stream(task_stream, store.clone());
     metrics.set_store(store.clone());
-    let ctx = Arc::new(Context::new(client.clone(), instance, metrics));
+    let sweeper = tokio::spawn(sweep(store.clone(), wake_tx));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        instance,
+        metrics,
+        store.clone(),
+    ));
     controller
+        .reconcile_on(wake_rx)
         .owns(api::<Job>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
         .owns(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
@@ -189,4 +330,5 @@ pub async fn run(
             }
         })
         .await;
+    sweeper.abort();
 }

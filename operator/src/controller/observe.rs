@@ -99,6 +99,7 @@ pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
         task_text,
         jobs: views,
         repo_volume_exists,
+        admission: super::admission::Admission::Granted,
     })
 }
 

@@ -64,6 +64,7 @@ fn observed(jobs: Vec<((RunPhase, u32), JobState)>) -> Observed {
             })
             .collect(),
         repo_volume_exists: true,
+        admission: Admission::Granted,
     }
 }
 
@@ -441,4 +442,96 @@ fn policy_findings_count_even_when_the_verdict_drops_them() {
             .iter()
             .all(|p| p.create_job.map(|j| j.0) != Some(RunPhase::Publish))
     );
+}
+
+#[test]
+fn a_task_without_a_place_waits_in_queued_without_jobs() {
+    let task = task(json!({}), json!({}));
+    let mut obs = observed(vec![]);
+    obs.admission = Admission::Waiting {
+        reason: reasons::MAX_RUNNING,
+        message: "all taken".into(),
+    };
+    let plan = decide(&task, &obs, &t(0));
+    assert_eq!(plan.status.phase, Some(TaskPhase::Queued));
+    assert!(plan.create_job.is_none() && !plan.ensure_children);
+    assert!(
+        plan.status.start_time.is_none(),
+        "a queued task has not started"
+    );
+    let c = conditions::get(&plan.status.conditions, types::SCHEDULED).expect("Scheduled");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::MAX_RUNNING)
+    );
+    // Once granted, it starts and says so.
+    let mut queued = task.clone();
+    queued.status = Some(plan.status);
+    obs.admission = Admission::Granted;
+    let plan = decide(&queued, &obs, &t(5));
+    assert_eq!(plan.create_job, Some((RunPhase::Prepare, 1)));
+    assert_eq!(plan.status.phase, Some(TaskPhase::Preparing));
+    let c = conditions::get(&plan.status.conditions, types::SCHEDULED).expect("Scheduled");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", reasons::STARTED)
+    );
+}
+
+#[test]
+fn a_blocked_task_fails_with_the_dependency_reason() {
+    let task = task(json!({"dependsOn": ["a"]}), json!({}));
+    let mut obs = observed(vec![]);
+    obs.admission = Admission::Blocked {
+        reason: reasons::DEPENDENCY_FAILED,
+        message: "dependency a ended Rejected".into(),
+    };
+    let plan = decide(&task, &obs, &t(0));
+    assert_eq!(plan.status.phase, Some(TaskPhase::Failed));
+    assert!(plan.create_job.is_none());
+    let ready = conditions::get(&plan.status.conditions, types::READY).expect("Ready");
+    assert_eq!(ready.reason, reasons::DEPENDENCY_FAILED);
+    assert!(ready.message.contains("dependency a ended Rejected"));
+}
+
+#[test]
+fn an_approved_task_waits_for_a_place_to_publish() {
+    let task = task(json!({"review": {"mode": "manual"}}), json!({}));
+    let jobs = vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+        ((RunPhase::Review, 1), reviewed(true, false)),
+    ];
+    let obs = observed(jobs.clone());
+    let (awaiting, _) = settle(task, &obs, &t(0));
+    assert_eq!(phase(&awaiting), Some(TaskPhase::AwaitingApproval));
+    let mut approved = awaiting.clone();
+    approved
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(ANNOTATION_APPROVE.into(), HEAD.into());
+    let mut full = observed(jobs);
+    full.admission = Admission::Waiting {
+        reason: reasons::MAX_RUNNING,
+        message: "all taken".into(),
+    };
+    let plan = decide(&approved, &full, &t(10));
+    assert_eq!(plan.status.phase, Some(TaskPhase::AwaitingApproval));
+    assert!(plan.create_job.is_none());
+    assert!(conditions::is_true(
+        &plan.status.conditions,
+        types::APPROVED
+    ));
+    let c = conditions::get(&plan.status.conditions, types::SCHEDULED).expect("Scheduled");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::MAX_RUNNING)
+    );
+    full.admission = Admission::Granted;
+    let mut waiting = approved.clone();
+    waiting.status = Some(plan.status);
+    let plan = decide(&waiting, &full, &t(20));
+    assert_eq!(plan.create_job, Some((RunPhase::Publish, 1)));
+    assert_eq!(plan.status.phase, Some(TaskPhase::Publishing));
 }

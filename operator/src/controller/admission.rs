@@ -1,0 +1,487 @@
+//! Admission: which waiting task of a profile may start now.
+//!
+//! Caps hold per profile (a namespace and a profile name):
+//! - `maxRunning` counts tasks that are preparing, implementing, reviewing or
+//!   publishing. A task beyond it waits in `Queued`; an approved task waiting
+//!   for a person's approval waits in `AwaitingApproval` for a slot to publish.
+//! - `maxAwaitingReview` counts tasks in `AwaitingApproval`. While it is full
+//!   no new task starts. A running task under manual review holds a place
+//!   too, since it may end up waiting for a person: so the cap holds at every
+//!   moment, not only when tasks start.
+//!
+//! Order: approved tasks waiting to publish first (their work is done), then
+//! the queue: higher `priority` first, then older, then by name. The order is
+//! strict: a task never starts while one ahead of it is still waiting.
+//!
+//! `dependsOn`: a task joins the queue only once every dependency has
+//! `Succeeded` with its merge pushed (so the base it clones contains them);
+//! a dependency that ends otherwise fails it, and so does a cycle.
+//!
+//! Reconciles of different tasks run concurrently and the task cache sees a
+//! status write a moment after it is made, so the [`Ledger`] remembers the
+//! slots this process granted until the cache shows them taken: two
+//! reconciles never give away the same slot.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use hermes_crds::profile::Concurrency;
+use hermes_crds::task::{ANNOTATION_APPROVE, ANNOTATION_CANCEL, PublishMode, ReviewMode};
+use hermes_crds::{HermesTask, TaskPhase};
+use kube::ResourceExt;
+
+use super::conditions::{self, reasons, types};
+
+/// What a task asks of admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// To start: it has no Job yet.
+    Start,
+    /// To publish after a person approved it.
+    Resume,
+}
+
+/// The answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// The task may go on (it holds a slot, or needs none).
+    #[default]
+    Granted,
+    /// The task waits: the `Scheduled` condition's reason and message.
+    Waiting {
+        /// The condition reason.
+        reason: &'static str,
+        /// Why, in words that stay the same while the reason does.
+        message: String,
+    },
+    /// The task can never start: a dependency failed, or dependsOn cycles.
+    Blocked {
+        /// The condition reason.
+        reason: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Admission {
+    fn waiting(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::Waiting {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+fn phase(t: &HermesTask) -> Option<TaskPhase> {
+    t.status.as_ref().and_then(|s| s.phase)
+}
+
+fn annotation<'a>(t: &'a HermesTask, key: &str) -> Option<&'a str> {
+    t.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(|s| s.trim())
+}
+
+/// Whether a person approved the reviewed commit (annotation or recorded).
+fn approved(t: &HermesTask) -> bool {
+    let Some(status) = t.status.as_ref() else {
+        return false;
+    };
+    let recorded = conditions::get(&status.conditions, types::APPROVED)
+        .is_some_and(|c| c.status == "True" && c.reason == reasons::PERSON_APPROVED);
+    let annotated = status
+        .review
+        .as_ref()
+        .is_some_and(|r| annotation(t, ANNOTATION_APPROVE) == Some(r.reviewed_commit.as_str()));
+    recorded || annotated
+}
+
+/// What `task` asks of admission, given whether it has Jobs already.
+pub fn request(task: &HermesTask, has_jobs: bool) -> Option<Request> {
+    if annotation(task, ANNOTATION_CANCEL).is_some() {
+        return None;
+    }
+    match phase(task) {
+        None | Some(TaskPhase::Pending | TaskPhase::Queued) if !has_jobs => Some(Request::Start),
+        Some(TaskPhase::AwaitingApproval) if approved(task) => Some(Request::Resume),
+        _ => None,
+    }
+}
+
+/// The queue key: higher priority first, then older, then by name.
+fn order_key(t: &HermesTask) -> (i32, Option<k8s_openapi::jiff::Timestamp>, String) {
+    (
+        -t.spec.priority,
+        t.metadata.creation_timestamp.as_ref().map(|c| c.0),
+        t.name_any(),
+    )
+}
+
+/// Where a dependency stands.
+enum Deps {
+    Satisfied,
+    Waiting(String),
+    Blocked(&'static str, String),
+}
+
+/// The dependencies of `task`, against the other tasks of its namespace.
+fn dependencies(task: &HermesTask, by_name: &BTreeMap<String, &HermesTask>) -> Deps {
+    if let Some(cycle) = find_cycle(task, by_name) {
+        return Deps::Blocked(
+            reasons::DEPENDENCY_CYCLE,
+            format!("dependsOn forms a cycle: {}", cycle.join(" → ")),
+        );
+    }
+    let mut waiting = Vec::new();
+    for dep in &task.spec.depends_on {
+        let Some(d) = by_name.get(&dep.0) else {
+            waiting.push(format!("{} (does not exist)", dep.0));
+            continue;
+        };
+        match phase(d) {
+            Some(TaskPhase::Succeeded) => {
+                let unpushed = d.spec.publish.mode == PublishMode::Merge
+                    && !d
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.publish.as_ref())
+                        .is_some_and(|p| p.pushed);
+                if unpushed {
+                    waiting.push(format!(
+                        "{} (succeeded, but its merge is not on the remote: retry-publish it)",
+                        dep.0
+                    ));
+                }
+            }
+            Some(p @ (TaskPhase::Failed | TaskPhase::Rejected | TaskPhase::Cancelled)) => {
+                return Deps::Blocked(
+                    reasons::DEPENDENCY_FAILED,
+                    format!("dependency {} ended {p:?}", dep.0),
+                );
+            }
+            _ => waiting.push(dep.0.clone()),
+        }
+    }
+    if waiting.is_empty() {
+        Deps::Satisfied
+    } else {
+        Deps::Waiting(format!(
+            "waiting for dependencies to succeed: {}",
+            waiting.join(", ")
+        ))
+    }
+}
+
+/// A path from `task` back to itself through dependsOn, if any.
+fn find_cycle(task: &HermesTask, by_name: &BTreeMap<String, &HermesTask>) -> Option<Vec<String>> {
+    let me = task.name_any();
+    // Depth-first over names, remembering the path; each name once.
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<(String, Vec<String>)> = task
+        .spec
+        .depends_on
+        .iter()
+        .map(|d| (d.0.clone(), vec![me.clone(), d.0.clone()]))
+        .collect();
+    while let Some((name, path)) = stack.pop() {
+        if name == me {
+            return Some(path);
+        }
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(t) = by_name.get(&name) {
+            for d in &t.spec.depends_on {
+                let mut next = path.clone();
+                next.push(d.0.clone());
+                stack.push((d.0.clone(), next));
+            }
+        }
+    }
+    None
+}
+
+/// How a task of the profile stands, for counting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Running {
+        manual: bool,
+    },
+    Awaiting,
+    /// Approved, waiting for a slot to publish (also counts as awaiting).
+    Resume,
+    /// Queued with its dependencies met.
+    Queued {
+        manual: bool,
+    },
+    Other,
+}
+
+fn standing(t: &HermesTask, granted: bool, by_name: &BTreeMap<String, &HermesTask>) -> Standing {
+    let manual = t.spec.review.mode == ReviewMode::Manual;
+    if granted {
+        return Standing::Running { manual };
+    }
+    match phase(t) {
+        Some(
+            TaskPhase::Preparing
+            | TaskPhase::Implementing
+            | TaskPhase::Reviewing
+            | TaskPhase::Publishing,
+        ) => Standing::Running { manual },
+        Some(TaskPhase::AwaitingApproval) if approved(t) => Standing::Resume,
+        Some(TaskPhase::AwaitingApproval) => Standing::Awaiting,
+        // Waiting, or not looked at yet (and not held back by a problem of
+        // its own, such as a missing task file): it is in the queue.
+        None | Some(TaskPhase::Pending | TaskPhase::Queued)
+            if annotation(t, ANNOTATION_CANCEL).is_none()
+                && !t.status.as_ref().is_some_and(|s| {
+                    conditions::get(&s.conditions, types::ADMITTED)
+                        .is_some_and(|c| c.status == "False")
+                })
+                && matches!(dependencies(t, by_name), Deps::Satisfied) =>
+        {
+            Standing::Queued { manual }
+        }
+        _ => Standing::Other,
+    }
+}
+
+/// Whether a phase is one of the four that run Jobs.
+fn running(phase: Option<TaskPhase>) -> bool {
+    matches!(
+        phase,
+        Some(
+            TaskPhase::Preparing
+                | TaskPhase::Implementing
+                | TaskPhase::Reviewing
+                | TaskPhase::Publishing
+        )
+    )
+}
+
+fn waiting(phase: Option<TaskPhase>) -> bool {
+    matches!(phase, None | Some(TaskPhase::Pending | TaskPhase::Queued))
+}
+
+/// When a task's phase went from `old` to `new` (as the watch saw it): how
+/// many tasks at the head of its profile's queue to look at again, and
+/// whether its dependents should be.
+///
+/// A running place or an awaiting-review place opened: the next two (one may
+/// find the place taken by a task the cache did not show yet). A task started:
+/// the next one, which starts too if a place is left (so a burst of free
+/// places fills one task after another). A task ended: its dependents.
+pub fn wake_plan(old: Option<TaskPhase>, new: Option<TaskPhase>) -> (usize, bool) {
+    if old == new {
+        return (0, false);
+    }
+    let ended = new.is_some_and(TaskPhase::is_terminal);
+    let heads = if (running(old) && !running(new)) || old == Some(TaskPhase::AwaitingApproval) {
+        2
+    } else if waiting(old) && (running(new) || ended) {
+        1
+    } else {
+        0
+    };
+    (heads, ended)
+}
+
+/// Decides for `task` (asking `request`) against the tasks of its namespace
+/// (`peers`, from the cache; `task` itself may be among them) and the slots
+/// granted but not yet visible there (`granted`, task uids). Pure.
+pub fn assess(
+    task: &HermesTask,
+    request: Request,
+    profile: &str,
+    caps: &Concurrency,
+    peers: &[Arc<HermesTask>],
+    granted: &HashSet<String>,
+) -> Admission {
+    let my_uid = task.uid().unwrap_or_default();
+    let by_name: BTreeMap<String, &HermesTask> =
+        peers.iter().map(|t| (t.name_any(), t.as_ref())).collect();
+    if request == Request::Start {
+        match dependencies(task, &by_name) {
+            Deps::Satisfied => {}
+            Deps::Waiting(why) => {
+                return Admission::waiting(reasons::WAITING_FOR_DEPENDENCIES, why);
+            }
+            Deps::Blocked(reason, message) => return Admission::Blocked { reason, message },
+        }
+    }
+    let mut running = 0usize;
+    let mut running_manual = 0usize;
+    let mut awaiting = 0usize;
+    let mut candidates: Vec<(bool, &HermesTask, bool)> = Vec::new(); // (is resume, task, manual)
+    for t in peers.iter().filter(|t| t.spec.profile.0 == profile) {
+        let uid = t.uid().unwrap_or_default();
+        if uid == my_uid {
+            continue;
+        }
+        match standing(t, granted.contains(&uid), &by_name) {
+            Standing::Running { manual } => {
+                running += 1;
+                running_manual += usize::from(manual);
+            }
+            Standing::Awaiting => awaiting += 1,
+            Standing::Resume => {
+                awaiting += 1;
+                candidates.push((true, t, false));
+            }
+            Standing::Queued { manual } => candidates.push((false, t, manual)),
+            Standing::Other => {}
+        }
+    }
+    let manual = task.spec.review.mode == ReviewMode::Manual;
+    if request == Request::Resume {
+        // This task's own place in AwaitingApproval.
+        awaiting += 1;
+    }
+    candidates.push((request == Request::Resume, task, manual));
+    candidates.sort_by_key(|(resume, t, _)| (!resume, order_key(t)));
+
+    let max_running = usize::try_from(caps.max_running.max(1)).unwrap_or(1);
+    let max_awaiting = usize::try_from(caps.max_awaiting_review.max(1)).unwrap_or(1);
+    let full = || {
+        Admission::waiting(
+            reasons::MAX_RUNNING,
+            format!(
+                "profile {profile} allows {max_running} running task(s) (maxRunning); all are taken or promised to tasks ahead in the queue"
+            ),
+        )
+    };
+    let review_full = || {
+        Admission::waiting(
+            reasons::MAX_AWAITING_REVIEW,
+            format!(
+                "profile {profile} allows {max_awaiting} task(s) awaiting review (maxAwaitingReview), counting running tasks under manual review; no new task starts until a person decides"
+            ),
+        )
+    };
+    // Admit in order, as if every task ahead started now.
+    for (resume, t, manual) in candidates {
+        if running >= max_running {
+            return full();
+        }
+        if !resume
+            && (awaiting >= max_awaiting || (manual && awaiting + running_manual >= max_awaiting))
+        {
+            return review_full();
+        }
+        if t.uid().unwrap_or_default() == my_uid {
+            return Admission::Granted;
+        }
+        running += 1;
+        if resume {
+            awaiting = awaiting.saturating_sub(1);
+        } else if manual {
+            running_manual += 1;
+        }
+    }
+    // Unreachable: the task is among the candidates.
+    full()
+}
+
+/// The tasks of a profile to look at again because a place may have opened
+/// (at most `limit`, in queue order), and the tasks that depend on `name`.
+pub fn to_wake(
+    namespace: &str,
+    profile: &str,
+    changed: Option<&str>,
+    peers: &[Arc<HermesTask>],
+    limit: usize,
+) -> Vec<Arc<HermesTask>> {
+    let by_name: BTreeMap<String, &HermesTask> =
+        peers.iter().map(|t| (t.name_any(), t.as_ref())).collect();
+    let mut queue: Vec<&Arc<HermesTask>> = peers
+        .iter()
+        .filter(|t| t.namespace().as_deref() == Some(namespace) && t.spec.profile.0 == profile)
+        .filter(|t| {
+            matches!(
+                standing(t, false, &by_name),
+                Standing::Queued { .. } | Standing::Resume
+            )
+        })
+        .collect();
+    queue.sort_by_key(|t| (phase(t) != Some(TaskPhase::AwaitingApproval), order_key(t)));
+    let mut out: Vec<Arc<HermesTask>> = queue.into_iter().take(limit).cloned().collect();
+    if let Some(changed) = changed {
+        out.extend(
+            peers
+                .iter()
+                .filter(|t| t.namespace().as_deref() == Some(namespace))
+                .filter(|t| t.spec.depends_on.iter().any(|d| d.0 == changed))
+                .filter(|t| !phase(t).is_some_and(TaskPhase::is_terminal))
+                .cloned(),
+        );
+    }
+    out
+}
+
+/// The slots this process granted that the task cache does not show yet.
+#[derive(Default)]
+pub struct Ledger {
+    granted: Mutex<HashMap<(String, String), HashMap<String, Request>>>,
+}
+
+impl Ledger {
+    /// Assesses `task` under the lock and, when granted, remembers the slot.
+    /// `peers` are the tasks of its namespace from the cache.
+    pub fn admit(
+        &self,
+        task: &HermesTask,
+        request: Request,
+        caps: &Concurrency,
+        peers: &[Arc<HermesTask>],
+    ) -> Admission {
+        let namespace = task.namespace().unwrap_or_default();
+        let profile = task.spec.profile.0.clone();
+        let uid = task.uid().unwrap_or_default();
+        let mut all = match self.granted.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let granted = all.entry((namespace, profile.clone())).or_default();
+        // Forget grants the cache now shows taken (or whose task is gone).
+        granted.retain(|g, asked| {
+            peers
+                .iter()
+                .find(|t| t.uid().as_deref() == Some(g.as_str()))
+                .is_some_and(|t| match asked {
+                    Request::Start => matches!(
+                        phase(t),
+                        None | Some(TaskPhase::Pending | TaskPhase::Queued)
+                    ),
+                    Request::Resume => phase(t) == Some(TaskPhase::AwaitingApproval),
+                })
+        });
+        let uids: HashSet<String> = granted.keys().cloned().collect();
+        let answer = assess(task, request, &profile, caps, peers, &uids);
+        if answer == Admission::Granted && !uid.is_empty() {
+            granted.insert(uid, request);
+        }
+        answer
+    }
+
+    /// Gives back a slot granted to a task that did not start after all.
+    pub fn release(&self, task: &HermesTask) {
+        let key = (
+            task.namespace().unwrap_or_default(),
+            task.spec.profile.0.clone(),
+        );
+        let uid = task.uid().unwrap_or_default();
+        let mut all = match self.granted.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(g) = all.get_mut(&key) {
+            g.remove(&uid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
