@@ -234,12 +234,14 @@ fn standing(t: &HermesTask, granted: bool, by_name: &BTreeMap<String, &HermesTas
         Some(TaskPhase::AwaitingApproval) if approved(t) => Standing::Resume,
         Some(TaskPhase::AwaitingApproval) => Standing::Awaiting,
         // Waiting, or not looked at yet (and not held back by a problem of
-        // its own, such as a missing task file): it is in the queue.
+        // its own, a missing task file): it is in the queue. A task that
+        // waited for its profile is in it too: the profile exists now.
         None | Some(TaskPhase::Pending | TaskPhase::Queued)
             if annotation(t, ANNOTATION_CANCEL).is_none()
                 && !t.status.as_ref().is_some_and(|s| {
-                    conditions::get(&s.conditions, types::ADMITTED)
-                        .is_some_and(|c| c.status == "False")
+                    conditions::get(&s.conditions, types::ADMITTED).is_some_and(|c| {
+                        c.status == "False" && c.reason == reasons::TASK_FILE_NOT_FOUND
+                    })
                 })
                 && matches!(dependencies(t, by_name), Deps::Satisfied) =>
         {
@@ -249,44 +251,8 @@ fn standing(t: &HermesTask, granted: bool, by_name: &BTreeMap<String, &HermesTas
     }
 }
 
-/// Whether a phase is one of the four that run Jobs.
-fn running(phase: Option<TaskPhase>) -> bool {
-    matches!(
-        phase,
-        Some(
-            TaskPhase::Preparing
-                | TaskPhase::Implementing
-                | TaskPhase::Reviewing
-                | TaskPhase::Publishing
-        )
-    )
-}
-
 fn waiting(phase: Option<TaskPhase>) -> bool {
     matches!(phase, None | Some(TaskPhase::Pending | TaskPhase::Queued))
-}
-
-/// When a task's phase went from `old` to `new` (as the watch saw it): how
-/// many tasks at the head of its profile's queue to look at again, and
-/// whether its dependents should be.
-///
-/// A running place or an awaiting-review place opened: the next two (one may
-/// find the place taken by a task the cache did not show yet). A task started:
-/// the next one, which starts too if a place is left (so a burst of free
-/// places fills one task after another). A task ended: its dependents.
-pub fn wake_plan(old: Option<TaskPhase>, new: Option<TaskPhase>) -> (usize, bool) {
-    if old == new {
-        return (0, false);
-    }
-    let ended = new.is_some_and(TaskPhase::is_terminal);
-    let heads = if (running(old) && !running(new)) || old == Some(TaskPhase::AwaitingApproval) {
-        2
-    } else if waiting(old) && (running(new) || ended) {
-        1
-    } else {
-        0
-    };
-    (heads, ended)
 }
 
 /// Decides for `task` (asking `request`) against the tasks of its namespace
@@ -385,49 +351,69 @@ pub fn assess(
     full()
 }
 
-/// The tasks of a profile to look at again because a place may have opened
-/// (at most `limit`, in queue order), and the tasks that depend on `name`.
-pub fn to_wake(
-    namespace: &str,
-    profile: &str,
-    changed: Option<&str>,
-    peers: &[Arc<HermesTask>],
-    limit: usize,
-) -> Vec<Arc<HermesTask>> {
-    let by_name: BTreeMap<String, &HermesTask> =
-        peers.iter().map(|t| (t.name_any(), t.as_ref())).collect();
-    let mut queue: Vec<&Arc<HermesTask>> = peers
+/// The tasks of `namespace` that depend on `name` and have not ended.
+pub fn dependents(namespace: &str, name: &str, peers: &[Arc<HermesTask>]) -> Vec<Arc<HermesTask>> {
+    peers
         .iter()
-        .filter(|t| t.namespace().as_deref() == Some(namespace) && t.spec.profile.0 == profile)
-        .filter(|t| {
-            matches!(
-                standing(t, false, &by_name),
-                Standing::Queued { .. } | Standing::Resume
-            )
-        })
-        .collect();
-    queue.sort_by_key(|t| (phase(t) != Some(TaskPhase::AwaitingApproval), order_key(t)));
-    let mut out: Vec<Arc<HermesTask>> = queue.into_iter().take(limit).cloned().collect();
-    if let Some(changed) = changed {
-        out.extend(
-            peers
-                .iter()
-                .filter(|t| t.namespace().as_deref() == Some(namespace))
-                .filter(|t| t.spec.depends_on.iter().any(|d| d.0 == changed))
-                .filter(|t| !phase(t).is_some_and(TaskPhase::is_terminal))
-                .cloned(),
-        );
-    }
-    out
+        .filter(|t| t.namespace().as_deref() == Some(namespace))
+        .filter(|t| t.spec.depends_on.iter().any(|d| d.0 == name))
+        .filter(|t| !phase(t).is_some_and(TaskPhase::is_terminal))
+        .cloned()
+        .collect()
 }
 
-/// The slots this process granted that the task cache does not show yet.
+/// The slots this process granted that the task cache does not show yet,
+/// and the caps each profile had when a task of it was last assessed.
 #[derive(Default)]
 pub struct Ledger {
-    granted: Mutex<HashMap<(String, String), HashMap<String, Request>>>,
+    inner: Mutex<LedgerState>,
+}
+
+type ProfileKey = (String, String);
+
+#[derive(Default)]
+struct LedgerState {
+    granted: HashMap<ProfileKey, HashMap<String, Request>>,
+    caps: HashMap<ProfileKey, Concurrency>,
+}
+
+impl LedgerState {
+    /// The grants of a profile still ahead of the cache, forgetting those the
+    /// cache now shows taken (or whose task is gone).
+    fn granted(
+        &mut self,
+        key: &ProfileKey,
+        peers: &[Arc<HermesTask>],
+    ) -> &mut HashMap<String, Request> {
+        let granted = self.granted.entry(key.clone()).or_default();
+        granted.retain(|g, asked| {
+            peers
+                .iter()
+                .find(|t| t.uid().as_deref() == Some(g.as_str()))
+                .is_some_and(|t| match asked {
+                    Request::Start => waiting(phase(t)),
+                    Request::Resume => phase(t) == Some(TaskPhase::AwaitingApproval),
+                })
+        });
+        granted
+    }
+}
+
+fn key_of(task: &HermesTask) -> ProfileKey {
+    (
+        task.namespace().unwrap_or_default(),
+        task.spec.profile.0.clone(),
+    )
 }
 
 impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// Assesses `task` under the lock and, when granted, remembers the slot.
     /// `peers` are the tasks of its namespace from the cache.
     pub fn admit(
@@ -437,29 +423,13 @@ impl Ledger {
         caps: &Concurrency,
         peers: &[Arc<HermesTask>],
     ) -> Admission {
-        let namespace = task.namespace().unwrap_or_default();
-        let profile = task.spec.profile.0.clone();
+        let key = key_of(task);
         let uid = task.uid().unwrap_or_default();
-        let mut all = match self.granted.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let granted = all.entry((namespace, profile.clone())).or_default();
-        // Forget grants the cache now shows taken (or whose task is gone).
-        granted.retain(|g, asked| {
-            peers
-                .iter()
-                .find(|t| t.uid().as_deref() == Some(g.as_str()))
-                .is_some_and(|t| match asked {
-                    Request::Start => matches!(
-                        phase(t),
-                        None | Some(TaskPhase::Pending | TaskPhase::Queued)
-                    ),
-                    Request::Resume => phase(t) == Some(TaskPhase::AwaitingApproval),
-                })
-        });
+        let mut state = self.lock();
+        state.caps.insert(key.clone(), caps.clone());
+        let granted = state.granted(&key, peers);
         let uids: HashSet<String> = granted.keys().cloned().collect();
-        let answer = assess(task, request, &profile, caps, peers, &uids);
+        let answer = assess(task, request, &key.1, caps, peers, &uids);
         if answer == Admission::Granted && !uid.is_empty() {
             granted.insert(uid, request);
         }
@@ -468,18 +438,49 @@ impl Ledger {
 
     /// Gives back a slot granted to a task that did not start after all.
     pub fn release(&self, task: &HermesTask) {
-        let key = (
-            task.namespace().unwrap_or_default(),
-            task.spec.profile.0.clone(),
-        );
         let uid = task.uid().unwrap_or_default();
-        let mut all = match self.granted.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(g) = all.get_mut(&key) {
+        if let Some(g) = self.lock().granted.get_mut(&key_of(task)) {
             g.remove(&uid);
         }
+    }
+
+    /// The waiting tasks of a profile that would be granted a place if they
+    /// asked now, in queue order: the ones to wake. Without known caps (no
+    /// task of the profile assessed yet), the head of the queue only.
+    pub fn heads(
+        &self,
+        namespace: &str,
+        profile: &str,
+        peers: &[Arc<HermesTask>],
+    ) -> Vec<Arc<HermesTask>> {
+        let key = (namespace.to_owned(), profile.to_owned());
+        let mut state = self.lock();
+        let caps = state.caps.get(&key).cloned();
+        let uids: HashSet<String> = state.granted(&key, peers).keys().cloned().collect();
+        let by_name: BTreeMap<String, &HermesTask> =
+            peers.iter().map(|t| (t.name_any(), t.as_ref())).collect();
+        let mut queue: Vec<(Request, &Arc<HermesTask>)> = peers
+            .iter()
+            .filter(|t| t.spec.profile.0 == profile)
+            .filter(|t| !uids.contains(&t.uid().unwrap_or_default()))
+            .filter_map(|t| match standing(t, false, &by_name) {
+                Standing::Queued { .. } => Some((Request::Start, t)),
+                Standing::Resume => Some((Request::Resume, t)),
+                _ => None,
+            })
+            .collect();
+        queue.sort_by_key(|(r, t)| (*r == Request::Start, order_key(t)));
+        let Some(caps) = caps else {
+            return queue.into_iter().take(1).map(|(_, t)| t.clone()).collect();
+        };
+        let mut out = Vec::new();
+        for (request, t) in queue {
+            if assess(t, request, profile, &caps, peers, &uids) != Admission::Granted {
+                break;
+            }
+            out.push(t.clone());
+        }
+        out
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Context {
     /// Every task, as the watch last saw it (admission counts from it).
     pub tasks: reflector::Store<HermesTask>,
     /// Slots granted and not yet visible in `tasks`.
-    pub ledger: admission::Ledger,
+    pub ledger: Arc<admission::Ledger>,
 }
 
 impl Context {
@@ -57,6 +57,7 @@ impl Context {
         instance: Option<String>,
         metrics: Arc<Metrics>,
         tasks: reflector::Store<HermesTask>,
+        ledger: Arc<admission::Ledger>,
     ) -> Self {
         let reporter = Reporter {
             controller: EVENT_REPORTER.into(),
@@ -67,7 +68,7 @@ impl Context {
             client,
             metrics,
             tasks,
-            ledger: admission::Ledger::default(),
+            ledger,
         }
     }
 
@@ -81,76 +82,87 @@ impl Context {
     }
 }
 
-/// Wakes queued tasks when a place may have opened, from the task watch
-/// itself (so the cache already shows the change when they look).
+/// Follows the task watch: a task whose phase changed (or that is gone)
+/// marks its profile for the scheduler to look at; a task that ended (or is
+/// gone) wakes the tasks that depend on it.
 struct Waker {
     last: HashMap<String, Option<TaskPhase>>,
     store: reflector::Store<HermesTask>,
-    tx: UnboundedSender<ObjectRef<HermesTask>>,
+    dirty: UnboundedSender<(String, String)>,
+    wake: UnboundedSender<ObjectRef<HermesTask>>,
 }
 
 impl Waker {
     fn on_event(&mut self, event: &watcher::Event<HermesTask>) {
         let phase = |t: &HermesTask| t.status.as_ref().and_then(|s| s.phase);
-        match event {
-            watcher::Event::InitApply(t) => {
-                self.last.insert(t.uid().unwrap_or_default(), phase(t));
-            }
-            watcher::Event::Apply(t) => {
+        let (task, ended) = match event {
+            watcher::Event::InitApply(t) | watcher::Event::Apply(t) => {
                 let new = phase(t);
-                let old = self.last.insert(t.uid().unwrap_or_default(), new).flatten();
-                let (heads, dependents) = admission::wake_plan(old, new);
-                self.wake(t, heads, dependents);
+                let old = self.last.insert(t.uid().unwrap_or_default(), new);
+                if old == Some(new) {
+                    return;
+                }
+                (t, new.is_some_and(TaskPhase::is_terminal))
             }
             watcher::Event::Delete(t) => {
                 self.last.remove(&t.uid().unwrap_or_default());
-                self.wake(t, 2, true);
+                (t, true)
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
-        }
-    }
-
-    fn wake(&self, task: &HermesTask, heads: usize, dependents: bool) {
-        if heads == 0 && !dependents {
-            return;
-        }
+            watcher::Event::Init | watcher::Event::InitDone => return,
+        };
         let ns = task.namespace().unwrap_or_default();
-        let peers: Vec<Arc<HermesTask>> = self
-            .store
-            .state()
-            .into_iter()
-            .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
-            .collect();
-        let name = task.name_any();
-        let changed = dependents.then_some(name.as_str());
-        for t in admission::to_wake(&ns, &task.spec.profile.0, changed, &peers, heads) {
-            let _ = self.tx.unbounded_send(ObjectRef::from(t.as_ref()));
+        let _ = self
+            .dirty
+            .unbounded_send((ns.clone(), task.spec.profile.0.clone()));
+        if ended {
+            let peers: Vec<Arc<HermesTask>> = self.store.state();
+            for t in admission::dependents(&ns, &task.name_any(), &peers) {
+                let _ = self.wake.unbounded_send(ObjectRef::from(t.as_ref()));
+            }
         }
     }
 }
 
-/// A safety net under the watch-driven wakes: every so often, the head of
-/// every profile's queue looks again.
-async fn sweep(store: reflector::Store<HermesTask>, tx: UnboundedSender<ObjectRef<HermesTask>>) {
+/// Wakes the tasks a place is free for: for each profile the watch marked,
+/// at once, and for every profile every [`SWEEP_EVERY`] (a safety net for a
+/// change the watch did not show, such as a relist).
+async fn schedule(
+    store: reflector::Store<HermesTask>,
+    ledger: Arc<admission::Ledger>,
+    mut dirty: futures::channel::mpsc::UnboundedReceiver<(String, String)>,
+    wake: UnboundedSender<ObjectRef<HermesTask>>,
+) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let mut profiles = std::collections::BTreeSet::new();
+        tokio::select! {
+            next = dirty.next() => match next {
+                Some(key) => { profiles.insert(key); }
+                None => return,
+            },
+            _ = tick.tick() => {
+                profiles.extend(
+                    store
+                        .state()
+                        .iter()
+                        .map(|t| (t.namespace().unwrap_or_default(), t.spec.profile.0.clone())),
+                );
+            }
+        }
+        // Everything marked meanwhile, at once.
+        while let Ok(key) = dirty.try_recv() {
+            profiles.insert(key);
+        }
         let state = store.state();
-        let mut profiles: Vec<(String, String)> = state
-            .iter()
-            .map(|t| (t.namespace().unwrap_or_default(), t.spec.profile.0.clone()))
-            .collect();
-        profiles.sort();
-        profiles.dedup();
         for (ns, profile) in profiles {
             let peers: Vec<Arc<HermesTask>> = state
                 .iter()
                 .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
                 .cloned()
                 .collect();
-            for t in admission::to_wake(&ns, &profile, None, &peers, 1) {
-                if tx.unbounded_send(ObjectRef::from(t.as_ref())).is_err() {
+            for t in ledger.heads(&ns, &profile, &peers) {
+                if wake.unbounded_send(ObjectRef::from(t.as_ref())).is_err() {
                     return;
                 }
             }
@@ -158,8 +170,8 @@ async fn sweep(store: reflector::Store<HermesTask>, tx: UnboundedSender<ObjectRe
     }
 }
 
-/// How often the queue heads look again without a watch event.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often every profile's queue is looked at without a watch event.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -265,10 +277,13 @@ pub async fn run(
     // most of the cache.
     let (store, writer) = reflector::store();
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
+    let (dirty_tx, dirty_rx) = futures::channel::mpsc::unbounded();
+    let ledger = Arc::new(admission::Ledger::default());
     let mut waker = Waker {
         last: HashMap::new(),
         store: store.clone(),
-        tx: wake_tx.clone(),
+        dirty: dirty_tx,
+        wake: wake_tx.clone(),
     };
     let task_stream = watcher(tasks, watcher::Config::default())
         .default_backoff()
@@ -286,12 +301,13 @@ pub async fn run(
         .applied_objects();
     let controller = Controller::for_stream(task_stream, store.clone());
     metrics.set_store(store.clone());
-    let sweeper = tokio::spawn(sweep(store.clone(), wake_tx));
+    let scheduler = tokio::spawn(schedule(store.clone(), ledger.clone(), dirty_rx, wake_tx));
     let ctx = Arc::new(Context::new(
         client.clone(),
         instance,
         metrics,
         store.clone(),
+        ledger,
     ));
     controller
         .reconcile_on(wake_rx)
@@ -330,5 +346,5 @@ pub async fn run(
             }
         })
         .await;
-    sweeper.abort();
+    scheduler.abort();
 }

@@ -18,9 +18,10 @@ use serde_json::{Value, json};
 /// How a container ended: (name, exit code, termination message).
 pub type Outcome<'a> = (&'a str, i32, String);
 
-pub const BASE: &str = "89abcdef0123456789abcdef0123456789abcdef";
-pub const HEAD: &str = "0123456789abcdef0123456789abcdef01234567";
-pub const MERGE: &str = "fedcba9876543210fedcba9876543210fedcba98";
+pub mod kubelet;
+
+#[allow(unused_imports)]
+pub use kubelet::{BASE, HEAD, MERGE, collected, context, prepared, published, verdict};
 
 /// The operator binary, running against Tier A; killed when dropped.
 pub struct Operator {
@@ -296,83 +297,6 @@ impl World {
         self.finish_pod(job, &[], (main_container, 0, encode(result).expect("fits")))
             .await;
     }
-}
-
-pub fn prepared(task: &str) -> StepResult {
-    StepResult::Prepared(hermes_results::Prepared {
-        base_commit: BASE.into(),
-        branch: format!("hermes/{task}"),
-        task_file_sha256: None,
-    })
-}
-
-pub fn collected() -> StepResult {
-    StepResult::Collected(hermes_results::Collected {
-        head_commit: HEAD.into(),
-        commits: 1,
-        diff: hermes_results::DiffStats {
-            files: 1,
-            insertions: 3,
-            deletions: 1,
-        },
-        out_of_scope: vec![],
-        agent: Some(hermes_results::AgentReport {
-            exit_code: 0,
-            is_error: false,
-            turns: 4,
-            input_tokens: 1200,
-            output_tokens: 340,
-            cache_read_tokens: 0,
-            cache_creation_tokens: 0,
-            cost_usd: Some("0.0123".into()),
-            version: Some("2.1.197".into()),
-        }),
-        truncated: false,
-    })
-}
-
-pub fn context(findings: Vec<hermes_results::Finding>) -> StepResult {
-    StepResult::Context(hermes_results::ContextReport {
-        base_commit: BASE.into(),
-        head_commit: HEAD.into(),
-        diff: hermes_results::DiffStats {
-            files: 1,
-            insertions: 3,
-            deletions: 1,
-        },
-        out_of_scope: vec![],
-        findings,
-        truncated: false,
-    })
-}
-
-pub fn verdict(approve: bool) -> StepResult {
-    StepResult::Verdict(hermes_results::VerdictReport {
-        verdict: if approve {
-            hermes_results::Verdict::Approve
-        } else {
-            hermes_results::Verdict::Reject
-        },
-        reviewed_commit: HEAD.into(),
-        summary: if approve {
-            "Adds the flag with a test.".into()
-        } else {
-            "Deletes the tests.".into()
-        },
-        findings: vec![],
-        task_file_notes: Some("The task did not name the flag's help text.".into()),
-        reviewer: None,
-        truncated: false,
-    })
-}
-
-pub fn published(pushed: bool) -> StepResult {
-    StepResult::Published(hermes_results::Published {
-        mode: hermes_results::PublishMode::Merge,
-        merge_commit: Some(MERGE.into()),
-        pushed,
-        push_error: (!pushed).then(|| "remote refused the push: protected branch".into()),
-    })
 }
 
 impl World {

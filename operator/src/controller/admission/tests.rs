@@ -524,39 +524,49 @@ fn waiting_on_dependencies_does_not_hold_the_queue() {
 }
 
 #[test]
-fn wakes_follow_places_that_open() {
-    use TaskPhase as P;
-    assert_eq!(
-        wake_plan(Some(P::Publishing), Some(P::Succeeded)),
-        (2, true)
-    );
-    assert_eq!(
-        wake_plan(Some(P::Reviewing), Some(P::AwaitingApproval)),
-        (2, false)
-    );
-    assert_eq!(
-        wake_plan(Some(P::AwaitingApproval), Some(P::Publishing)),
-        (2, false)
-    );
-    assert_eq!(wake_plan(Some(P::Queued), Some(P::Preparing)), (1, false));
-    assert_eq!(wake_plan(None, Some(P::Failed)), (1, true));
-    assert_eq!(
-        wake_plan(Some(P::Preparing), Some(P::Implementing)),
-        (0, false)
-    );
-    assert_eq!(wake_plan(None, Some(P::Queued)), (0, false));
-    assert_eq!(wake_plan(Some(P::Queued), Some(P::Queued)), (0, false));
-
-    let q1 = task("q1", 0, Some("Queued"), json!({}));
-    let q2 = task("q2", 1, Some("Queued"), json!({"priority": 5}));
-    let dep = task("dep", 2, Some("Queued"), json!({"dependsOn": ["gone"]}));
+fn the_scheduler_wakes_exactly_the_tasks_a_place_is_free_for() {
+    let ledger = Ledger::default();
+    let r = task("r", 0, Some("Implementing"), json!({}));
+    let q1 = task("q1", 1, Some("Queued"), json!({}));
+    let q2 = task("q2", 2, Some("Queued"), json!({"priority": 5}));
+    let q3 = task("q3", 3, Some("Queued"), json!({}));
+    let dep = task("dep", 4, Some("Queued"), json!({"dependsOn": ["r"]}));
     let other = task("other", 0, Some("Queued"), json!({"profile": "p2"}));
-    let all = peers(&[q1, q2, dep, other]);
+    let all = peers(&[r, q1, q2, q3, dep, other]);
     let names = |v: Vec<Arc<HermesTask>>| v.iter().map(|t| t.name_any()).collect::<Vec<_>>();
-    assert_eq!(names(to_wake("ns", "default", None, &all, 1)), ["q2"]);
-    assert_eq!(names(to_wake("ns", "default", None, &all, 5)), ["q2", "q1"]);
+    // Caps not known yet: the head only.
+    assert_eq!(names(ledger.heads("ns", "default", &all)), ["q2"]);
+    // Known (from an assessment): two places, one taken by r, one free for q2.
+    let q3 = all
+        .iter()
+        .find(|t| t.name_any() == "q3")
+        .expect("q3")
+        .clone();
     assert_eq!(
-        names(to_wake("ns", "default", Some("gone"), &all, 0)),
-        ["dep"]
+        reason(&ledger.admit(&q3, Request::Start, &caps(2, 20), &all)),
+        reasons::MAX_RUNNING
     );
+    assert_eq!(names(ledger.heads("ns", "default", &all)), ["q2"]);
+    // A grant the cache does not show yet is neither woken again nor given away twice.
+    let q2 = all
+        .iter()
+        .find(|t| t.name_any() == "q2")
+        .expect("q2")
+        .clone();
+    assert!(granted(&ledger.admit(
+        &q2,
+        Request::Start,
+        &caps(2, 20),
+        &all
+    )));
+    assert!(ledger.heads("ns", "default", &all).is_empty());
+    // One more place (caps raised): q1 is next, q3 still waits.
+    assert_eq!(
+        reason(&ledger.admit(&q3, Request::Start, &caps(3, 20), &all)),
+        reasons::MAX_RUNNING
+    );
+    assert_eq!(names(ledger.heads("ns", "default", &all)), ["q1"]);
+    // Dependents of a task that ended, not yet ended themselves.
+    assert_eq!(names(dependents("ns", "r", &all)), ["dep"]);
+    assert!(dependents("ns", "q1", &all).is_empty());
 }
