@@ -56,6 +56,10 @@ pub enum Error {
     /// The object has no namespace or name (never true for objects from the API).
     #[error("object without {0}")]
     MissingMetadata(&'static str),
+    /// The watch caches did not fill in time (the API server is unreachable
+    /// or refuses the operator's watches).
+    #[error("the watch caches of Jobs, pods, ConfigMaps, claims and profiles did not fill within 60s")]
+    CachesNotReady,
 }
 
 /// The operator's result type.
@@ -80,6 +84,7 @@ impl Error {
             },
             Error::Serialize { .. } => "serialize",
             Error::MissingMetadata(_) => "metadata",
+            Error::CachesNotReady => "caches",
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Context {
     pub tasks: reflector::Store<HermesTask>,
     /// Slots granted and not yet visible in `tasks`.
     pub ledger: Arc<admission::Ledger>,
+    /// The watch caches of everything else a reconcile reads.
+    pub caches: observe::Caches,
 }
 
 impl Context {
@@ -58,6 +60,7 @@ impl Context {
         metrics: Arc<Metrics>,
         tasks: reflector::Store<HermesTask>,
         ledger: Arc<admission::Ledger>,
+        caches: observe::Caches,
     ) -> Self {
         let reporter = Reporter {
             controller: EVENT_REPORTER.into(),
@@ -69,6 +72,7 @@ impl Context {
             metrics,
             tasks,
             ledger,
+            caches,
         }
     }
 
@@ -191,7 +195,8 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
         }
         let started = std::time::Instant::now();
         ctx.metrics.reconciles.inc();
-        let mut observed = observe::observe(&ctx.client, &task).await?;
+        ctx.caches.wait_ready().await?;
+        let mut observed = observe::observe(&ctx.client, &ctx.caches, &task).await?;
         let request = admission::request(&task, !observed.jobs.is_empty());
         if let (Some(request), Some(profile)) = (request, observed.profile.as_ref()) {
             let peers = ctx.peers(&task.namespace().unwrap_or_default());
@@ -243,7 +248,9 @@ pub fn error_policy(task: Arc<HermesTask>, error: &Error, ctx: Arc<Context>) -> 
         .inc();
     warn!(namespace = task.namespace().unwrap_or_default(), name = task.name_any(), error = %error, reason = error.metric_label(), "reconcile failed");
     match error.metric_label() {
-        "conflict" | "transport" | "api" | "not_found" => Action::requeue(Duration::from_secs(2)),
+        "conflict" | "transport" | "api" | "not_found" | "caches" => {
+            Action::requeue(Duration::from_secs(2))
+        }
         _ => Action::requeue(Duration::from_secs(60)),
     }
 }
@@ -302,31 +309,73 @@ pub async fn run(
     let controller = Controller::for_stream(task_stream, store.clone());
     metrics.set_store(store.clone());
     let scheduler = tokio::spawn(schedule(store.clone(), ledger.clone(), dirty_rx, wake_tx));
+    // Each kind is watched once: the watch fills the cache reconciles read
+    // and triggers the owning task.
+    let (jobs, jobs_writer) = reflector::store();
+    let job_stream = watcher(api::<Job>(&client, ns), owned.clone())
+        .default_backoff()
+        .modify(|j: &mut Job| j.managed_fields_mut().clear())
+        .reflect(jobs_writer)
+        .touched_objects();
+    let (config_maps, cm_writer) = reflector::store();
+    let cm_stream = watcher(api::<ConfigMap>(&client, ns), owned.clone())
+        .default_backoff()
+        .modify(|c: &mut ConfigMap| c.managed_fields_mut().clear())
+        .reflect(cm_writer)
+        .touched_objects();
+    let (claims, claims_writer) = reflector::store();
+    let claim_stream = watcher(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
+        .default_backoff()
+        .modify(|c: &mut PersistentVolumeClaim| c.managed_fields_mut().clear())
+        .reflect(claims_writer)
+        .touched_objects();
+    let (pods, pods_writer) = reflector::store();
+    let pod_stream = watcher(
+        api::<Pod>(&client, ns),
+        watcher::Config::default().labels(LABEL_TASK),
+    )
+    .default_backoff()
+    .modify(|p: &mut Pod| {
+        // The decision reads labels, owners and status only.
+        p.managed_fields_mut().clear();
+        p.spec = None;
+    })
+    .reflect(pods_writer)
+    .touched_objects();
+    let (profiles, profiles_writer) = reflector::store();
+    let profile_stream = watcher(api::<HermesProfile>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(|p: &mut HermesProfile| p.managed_fields_mut().clear())
+        .reflect(profiles_writer)
+        .touched_objects();
+    let caches = observe::Caches {
+        profiles,
+        jobs,
+        pods,
+        config_maps,
+        claims,
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         instance,
         metrics,
         store.clone(),
         ledger,
+        caches,
     ));
     controller
         .reconcile_on(wake_rx)
-        .owns(api::<Job>(&client, ns), owned.clone())
-        .owns(api::<ConfigMap>(&client, ns), owned.clone())
-        .owns(api::<PersistentVolumeClaim>(&client, ns), owned.clone())
+        .owns_stream(job_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(claim_stream)
         .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
-        .watches(
-            api::<Pod>(&client, ns),
-            watcher::Config::default().labels(LABEL_TASK),
-            |pod: Pod| {
-                let ns = pod.namespace()?;
-                let name = pod.annotations().get(ANNOTATION_TASK_NAME)?.clone();
-                Some(ObjectRef::<HermesTask>::new(&name).within(&ns))
-            },
-        )
-        .watches(
-            api::<HermesProfile>(&client, ns),
-            watcher::Config::default(),
+        .watches_stream(pod_stream, |pod: Pod| {
+            let ns = pod.namespace()?;
+            let name = pod.annotations().get(ANNOTATION_TASK_NAME)?.clone();
+            Some(ObjectRef::<HermesTask>::new(&name).within(&ns))
+        })
+        .watches_stream(
+            profile_stream,
             move |profile: HermesProfile| {
                 let ns = profile.namespace();
                 let name = profile.name_any();

@@ -1,13 +1,20 @@
 //! Reads what the decision looks at: the profile, the task file, the task's
-//! Jobs and their pods, the repo volume's claim.
+//! Jobs and their pods, the repo volume's claim. All of it comes from the
+//! operator's watch caches ([`Caches`]), not from a list per reconcile: with
+//! thousands of tasks, a list of a namespace's pods on every reconcile is
+//! what would load the API server. The one read that goes to the API is a
+//! task file in a ConfigMap the task names (not the operator's, so not
+//! watched).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use hermes_crds::task::PhaseImage;
 use hermes_crds::{HermesTask, RunPhase, profile::HermesProfile};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, PersistentVolumeClaim, Pod};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::decide::{JobState, JobView, Observed, TaskText};
@@ -21,44 +28,74 @@ fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, u
         .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
+/// The watch caches reconciles read from.
+#[derive(Clone)]
+pub struct Caches {
+    /// Every HermesProfile (in the watched namespaces).
+    pub profiles: Store<HermesProfile>,
+    /// The Jobs the operator made (by their managed-by label).
+    pub jobs: Store<Job>,
+    /// The pods of those Jobs (by the task label), without their spec.
+    pub pods: Store<Pod>,
+    /// The ConfigMaps the operator made.
+    pub config_maps: Store<ConfigMap>,
+    /// The claims the operator made.
+    pub claims: Store<PersistentVolumeClaim>,
+}
+
+impl Caches {
+    /// Waits (up to a bound) until every cache has listed once, so a first
+    /// reconcile after a start does not take a missing Job for one to create.
+    pub async fn wait_ready(&self) -> Result<()> {
+        let all = async {
+            self.profiles.wait_until_ready().await?;
+            self.jobs.wait_until_ready().await?;
+            self.pods.wait_until_ready().await?;
+            self.config_maps.wait_until_ready().await?;
+            self.claims.wait_until_ready().await
+        };
+        match tokio::time::timeout(Duration::from_secs(60), all).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::CachesNotReady),
+        }
+    }
+}
+
 /// Observes the world of one task.
-pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
+pub async fn observe(client: &Client, caches: &Caches, task: &HermesTask) -> Result<Observed> {
     let ns = task
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let name = task.name_any();
     let uid = task.uid().ok_or(Error::MissingMetadata("uid"))?;
 
-    let profiles: Api<HermesProfile> = Api::namespaced(client.clone(), &ns);
-    let profile = profiles
-        .get_opt(&task.spec.profile.0)
-        .await
-        .map_err(Error::kube(format!(
-            "reading HermesProfile {ns}/{}",
-            task.spec.profile
-        )))?
-        .map(|p| p.spec);
+    let profile = caches
+        .profiles
+        .get(&ObjectRef::new(&task.spec.profile.0).within(&ns))
+        .map(|p| p.spec.clone());
 
-    let task_text = Some(task_text(client, task, &ns, &uid).await?);
+    let task_text = Some(task_text(client, caches, task, &ns, &uid).await?);
 
-    let selector = format!("{LABEL_TASK}={}", task_label(&name));
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let job_list = jobs
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube(format!("listing Jobs of {ns}/{name}")))?;
-    let pod_list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube(format!("listing pods of {ns}/{name}")))?;
+    let label = task_label(&name);
+    let mine = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.namespace.as_deref() == Some(ns.as_str())
+            && meta.labels.as_ref().and_then(|l| l.get(LABEL_TASK)) == Some(&label)
+    };
+    let job_list: Vec<_> = caches
+        .jobs
+        .state()
+        .into_iter()
+        .filter(|j| mine(&j.metadata) && owned_by(&j.metadata, &uid))
+        .collect();
+    let pod_list: Vec<_> = caches
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| mine(&p.metadata))
+        .collect();
 
     let mut views = BTreeMap::new();
-    for job in job_list
-        .items
-        .iter()
-        .filter(|j| owned_by(&j.metadata, &uid))
-    {
+    for job in &job_list {
         let labels = job.labels();
         let Some(phase) = labels.get(LABEL_PHASE).and_then(|p| parse_phase(p)) else {
             continue;
@@ -69,8 +106,8 @@ pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
             .unwrap_or(1);
         let job_uid = job.uid().unwrap_or_default();
         let mut job_pods: Vec<&Pod> = pod_list
-            .items
             .iter()
+            .map(AsRef::as_ref)
             .filter(|p| owned_by(&p.metadata, &job_uid))
             .collect();
         job_pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
@@ -85,13 +122,9 @@ pub async fn observe(client: &Client, task: &HermesTask) -> Result<Observed> {
         );
     }
 
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    let repo_volume_exists = pvcs
-        .get_opt(&crate::builders::repo_pvc_name(&name))
-        .await
-        .map_err(Error::kube(format!(
-            "reading the repo volume claim of {ns}/{name}"
-        )))?
+    let repo_volume_exists = caches
+        .claims
+        .get(&ObjectRef::new(&crate::builders::repo_pvc_name(&name)).within(&ns))
         .is_some_and(|p| owned_by(&p.metadata, &uid));
 
     Ok(Observed {
@@ -107,14 +140,19 @@ fn parse_phase(s: &str) -> Option<RunPhase> {
     RunPhase::ALL.into_iter().find(|p| p.as_str() == s)
 }
 
-async fn task_text(client: &Client, task: &HermesTask, ns: &str, uid: &str) -> Result<TaskText> {
+async fn task_text(
+    client: &Client,
+    caches: &Caches,
+    task: &HermesTask,
+    ns: &str,
+    uid: &str,
+) -> Result<TaskText> {
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let own_name = crate::builders::task_configmap_name(&task.name_any());
     // Once copied, the task's own immutable copy is what runs.
-    if let Some(own) = maps
-        .get_opt(&own_name)
-        .await
-        .map_err(Error::kube(format!("reading ConfigMap {ns}/{own_name}")))?
+    if let Some(own) = caches
+        .config_maps
+        .get(&ObjectRef::new(&own_name).within(ns))
         && owned_by(&own.metadata, uid)
         && let Some(text) = own.data.as_ref().and_then(|d| d.get("task.md"))
     {
