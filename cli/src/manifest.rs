@@ -460,6 +460,8 @@ fn strip_field(e: &ValidationError) -> String {
 fn review_spec(tf: &TaskFile, o: &Overrides, problems: &mut Vec<Problem>) -> ReviewSpec {
     let origin = tf.locate(&[Seg::Key("review")]);
     let mut spec = ReviewSpec::default();
+    // A mode the flag replaces is not checked.
+    let mut mode_problems = Vec::new();
     match &tf.front.review {
         None => {}
         Some(serde_yaml::Value::String(mode)) => match parse_review_mode(mode) {
@@ -477,7 +479,7 @@ fn review_spec(tf: &TaskFile, o: &Overrides, problems: &mut Vec<Problem>) -> Rev
                     (Some("mode"), serde_yaml::Value::String(mode)) => {
                         match parse_review_mode(mode) {
                             Some(m) => spec.mode = m,
-                            None => problems.push(mode_problem(
+                            None => mode_problems.push(mode_problem(
                                 tf.locate(&[Seg::Key("review"), Seg::Key("mode")]),
                                 "spec.review.mode",
                                 mode,
@@ -517,8 +519,9 @@ fn review_spec(tf: &TaskFile, o: &Overrides, problems: &mut Vec<Problem>) -> Rev
             "must be auto, manual, or {mode: ..., instructions: ...}",
         )),
     }
-    if let Some(m) = o.review {
-        spec.mode = m;
+    match o.review {
+        Some(m) => spec.mode = m,
+        None => problems.extend(mode_problems),
     }
     spec
 }
@@ -557,7 +560,7 @@ fn publish_spec(tf: &TaskFile, o: &Overrides, problems: &mut Vec<Problem>) -> Pu
             None
         }
     };
-    if let Some((mode, origin)) = mode {
+    if let Some((mode, origin)) = mode.filter(|_| o.publish.is_none()) {
         match parse_publish_mode(&mode) {
             Some(m) => spec.mode = m,
             None => problems.push(mode_problem(

@@ -281,3 +281,20 @@ fn label_rules_follow_the_api_server() {
     assert!(label_value("v1.2_3-x").is_ok());
     assert!(label_value("-x").is_err());
 }
+
+#[test]
+fn a_flag_replaces_an_invalid_front_matter_mode() {
+    let text = FILE
+        .replace("mode: manual", "mode: sometimes")
+        .replace("publish: branch", "publish: everywhere");
+    let p = problems(&text, &Overrides::default());
+    assert_eq!(p.len(), 2, "{p:?}");
+    let o = Overrides {
+        review: Some(ReviewMode::Manual),
+        publish: Some(PublishMode::Merge),
+        ..Overrides::default()
+    };
+    let t = build(Path::new("x.md"), &parse(&text), &o, &BTreeMap::new()).expect("valid");
+    assert_eq!(t.spec.review.mode, ReviewMode::Manual);
+    assert_eq!(t.spec.publish.mode, PublishMode::Merge);
+}
