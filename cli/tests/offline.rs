@@ -189,3 +189,37 @@ fn a_batch_prints_every_valid_file_and_reports_the_invalid_ones() {
     .to_owned();
     assert!(err.contains("--batch-id"), "{err}");
 }
+
+/// The krew manifest has the shape krew's `Plugin` requires; its uri and
+/// sha256 are placeholders the release process fills.
+#[test]
+fn the_krew_manifest_is_a_valid_plugin() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("krew/hermes.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let m: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(m["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
+    assert_eq!(m["kind"], "Plugin");
+    assert_eq!(m["metadata"]["name"], "hermes", "kubectl hermes");
+    let spec = &m["spec"];
+    let version = spec["version"].as_str().unwrap();
+    assert!(version.starts_with('v') && version[1..].split('.').count() == 3, "{version}");
+    assert_eq!(version[1..], *env!("CARGO_PKG_VERSION"));
+    assert!(spec["shortDescription"].as_str().is_some_and(|s| !s.is_empty() && s.len() < 80));
+    assert!(spec["homepage"].as_str().is_some());
+    let platforms = spec["platforms"].as_array().unwrap();
+    let arches: Vec<&str> = platforms
+        .iter()
+        .map(|p| {
+            assert_eq!(p["selector"]["matchLabels"]["os"], "linux");
+            assert_eq!(p["bin"], "kubectl-hermes");
+            let uri = p["uri"].as_str().unwrap();
+            assert!(uri.starts_with("https://") && uri.ends_with(".tar.gz"), "{uri}");
+            let sha = p["sha256"].as_str().unwrap();
+            assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{sha}");
+            assert_eq!(p["files"][0]["from"], "kubectl-hermes");
+            p["selector"]["matchLabels"]["arch"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(arches, ["amd64", "arm64"]);
+    assert!(text.contains("Filled by the release process"));
+}
