@@ -197,14 +197,24 @@ fn the_krew_manifest_is_a_valid_plugin() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("krew/hermes.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let m: serde_json::Value = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(m["apiVersion"], "krew.googlecontainertools.github.com/v1alpha2");
+    assert_eq!(
+        m["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
     assert_eq!(m["kind"], "Plugin");
     assert_eq!(m["metadata"]["name"], "hermes", "kubectl hermes");
     let spec = &m["spec"];
     let version = spec["version"].as_str().unwrap();
-    assert!(version.starts_with('v') && version[1..].split('.').count() == 3, "{version}");
+    assert!(
+        version.starts_with('v') && version[1..].split('.').count() == 3,
+        "{version}"
+    );
     assert_eq!(version[1..], *env!("CARGO_PKG_VERSION"));
-    assert!(spec["shortDescription"].as_str().is_some_and(|s| !s.is_empty() && s.len() < 80));
+    assert!(
+        spec["shortDescription"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty() && s.len() < 80)
+    );
     assert!(spec["homepage"].as_str().is_some());
     let platforms = spec["platforms"].as_array().unwrap();
     let arches: Vec<&str> = platforms
@@ -213,9 +223,15 @@ fn the_krew_manifest_is_a_valid_plugin() {
             assert_eq!(p["selector"]["matchLabels"]["os"], "linux");
             assert_eq!(p["bin"], "kubectl-hermes");
             let uri = p["uri"].as_str().unwrap();
-            assert!(uri.starts_with("https://") && uri.ends_with(".tar.gz"), "{uri}");
+            assert!(
+                uri.starts_with("https://") && uri.ends_with(".tar.gz"),
+                "{uri}"
+            );
             let sha = p["sha256"].as_str().unwrap();
-            assert!(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()), "{sha}");
+            assert!(
+                sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{sha}"
+            );
             assert_eq!(p["files"][0]["from"], "kubectl-hermes");
             p["selector"]["matchLabels"]["arch"].as_str().unwrap()
         })

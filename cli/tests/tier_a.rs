@@ -141,11 +141,11 @@ async fn run_applies_the_front_matter_with_flag_overrides_and_reapplies_unchange
         ["lib/**"]
     );
     assert_eq!(
-        serde_json::to_value(&s.review.mode).unwrap(),
+        serde_json::to_value(s.review.mode).unwrap(),
         "manual",
         "from the front matter"
     );
-    assert_eq!(serde_json::to_value(&s.publish.mode).unwrap(), "branch");
+    assert_eq!(serde_json::to_value(s.publish.mode).unwrap(), "branch");
     assert_eq!(
         s.depends_on.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
         ["setup"]
