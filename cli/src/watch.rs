@@ -7,6 +7,7 @@ use futures::StreamExt;
 use hermes_crds::TaskPhase;
 use hermes_crds::task::HermesTask;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use crate::client::Connection;
@@ -66,6 +67,9 @@ fn short(s: &str) -> &str {
     s.get(..12).unwrap_or(s)
 }
 
+/// Errors in a row (with backoff between them) before following gives up.
+const MAX_ERRORS: u32 = 8;
+
 /// Follows task `name` until it ends, printing each phase it enters; the
 /// end phase.
 pub async fn follow(
@@ -76,14 +80,30 @@ pub async fn follow(
 ) -> Result<TaskPhase> {
     let api: Api<HermesTask> = Api::namespaced(conn.client.clone(), namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, config).boxed();
+    // The watcher re-lists and re-watches after an error, with backoff; a
+    // run of errors with no event in between ends the follow.
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut last: Option<TaskPhase> = None;
     let mut listed_any = false;
+    let mut errors = 0;
     while let Some(event) = stream.next().await {
-        let event = event.map_err(|e| Error::Watch {
-            name: name.to_owned(),
-            message: e.to_string(),
-        })?;
+        let event = match event {
+            Ok(e) => {
+                errors = 0;
+                e
+            }
+            Err(e) if errors < MAX_ERRORS => {
+                errors += 1;
+                eprintln!("warning: watching hermestask {name}: {e}; trying again");
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::Watch {
+                    name: name.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        };
         let task = match event {
             Event::Apply(t) | Event::InitApply(t) => {
                 listed_any = true;
