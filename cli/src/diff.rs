@@ -271,7 +271,24 @@ async fn wait_and_read(pods: &Api<Pod>, name: &str, timeout: Duration) -> Result
                     .await
                     .map_err(Error::api(format!("reading the output of pod {name}")));
             }
-            Some("Failed") => return Err(Error::DiffFailed(termination_message(&pod))),
+            Some("Failed") => {
+                let mut why = termination_message(&pod);
+                // Without a message of its own (the runner did not get to
+                // write one), the end of its log says why.
+                if why.starts_with("exit code") {
+                    let params = LogParams {
+                        container: Some(CONTAINER.into()),
+                        tail_lines: Some(20),
+                        ..LogParams::default()
+                    };
+                    if let Ok(log) = pods.logs(name, &params).await
+                        && !log.trim().is_empty()
+                    {
+                        why = format!("{why}:\n{}", log.trim_end());
+                    }
+                }
+                return Err(Error::DiffFailed(why));
+            }
             _ => {}
         }
         if let Some(why) = stuck(&pod) {
