@@ -442,4 +442,38 @@ mod tests {
                 .is_none()
         );
     }
+
+    /// The pod's command line is one the runner accepts (the contract with
+    /// `hermes-runner diff`), with the task's commits and the read-only mount.
+    #[test]
+    fn the_runner_parses_the_diff_pods_command_line() {
+        use clap::Parser;
+        let p = pod(&task(json!({}), "merge"), &profile(), BASE, HEAD).expect("pod");
+        let c = &p.spec.expect("spec").containers[0];
+        let argv: Vec<String> = c
+            .command
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(c.args.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(argv[0], RUNNER);
+        let cli = hermes_runner::cli::Cli::try_parse_from(&argv).expect("the runner parses it");
+        let hermes_runner::cli::Command::Diff(d) = cli.command else {
+            panic!("not diff: {argv:?}")
+        };
+        assert_eq!((d.base_commit.as_str(), d.commit.as_str()), (BASE, HEAD));
+        assert_eq!(d.max_bytes, MAX_BYTES);
+        let mounts = c.volume_mounts.clone().unwrap_or_default();
+        let repo = mounts
+            .iter()
+            .find(|m| m.name == "repo")
+            .expect("repo mount");
+        assert!(d.repo_dir.starts_with(&repo.mount_path));
+        let tmp = mounts.iter().find(|m| m.name == "tmp").expect("tmp mount");
+        assert!(
+            d.scratch_dir.starts_with(&tmp.mount_path),
+            "the scratch dir is writable"
+        );
+    }
 }
