@@ -177,10 +177,13 @@ pub fn detail(t: &HermesTask, now: Timestamp) -> String {
         );
     }
     if let Some(r) = &s.review {
-        let by = r
-            .decided_by
-            .map(|d| format!(", decided by {d:?}").to_lowercase())
-            .unwrap_or_default();
+        let by = match r.decided_by {
+            Some(d) => format!(", decided by {d:?}").to_lowercase(),
+            None if spec.review.mode == hermes_crds::task::ReviewMode::Manual => {
+                " (the reviewer's advice; a person decides)".to_owned()
+            }
+            None => String::new(),
+        };
         line(
             &mut o,
             "Verdict",

@@ -486,7 +486,7 @@ async fn status_prints_a_table_and_one_task_in_detail() {
     for want in [
         "Phase:       AwaitingApproval",
         &format!("Base commit: {BASE}"),
-        &format!("Verdict:     approve on {HEAD}"),
+        &format!("Verdict:     approve (the reviewer's advice; a person decides) on {HEAD}"),
         "Findings:    1 (0 reject, 1 warn, 0 info)",
         "4 turns, 1200 input + 340 output tokens",
     ] {
