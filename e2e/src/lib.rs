@@ -28,6 +28,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod plugin;
 pub mod tier_b;
 
 /// The field manager the tests apply with.

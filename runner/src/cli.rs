@@ -26,6 +26,8 @@ pub enum Command {
     Verdict(VerdictArgs),
     /// Copy the reviewed commit out of the volume, merge or branch, push.
     Publish(PublishArgs),
+    /// Print the reviewed change (base..commit) as a patch, reading the volume as data.
+    Diff(DiffArgs),
     /// Print the instruction the reviewer is given (the verdict schema).
     ReviewerInstruction,
     /// Copy this binary into a shared folder, for wrapping the agent.
@@ -196,4 +198,24 @@ pub struct PublishArgs {
     /// The task's name (merge commit trailer).
     #[arg(long)]
     pub task_name: String,
+}
+
+/// `diff` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The repo volume (read-only, hostile).
+    #[arg(long)]
+    pub repo_dir: PathBuf,
+    /// The base commit (from the task's status, never read from the volume).
+    #[arg(long)]
+    pub base_commit: String,
+    /// The commit to compare with it (the reviewed commit, from the status).
+    #[arg(long)]
+    pub commit: String,
+    /// A writable, empty (or absent) directory for a scratch repository.
+    #[arg(long)]
+    pub scratch_dir: PathBuf,
+    /// The largest patch printed; a larger one is an error.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_bytes: u64,
 }

@@ -105,6 +105,14 @@ pub enum Error {
         #[source]
         source: git2::Error,
     },
+    /// An output would be larger than its limit.
+    #[error("{what} is larger than {limit} bytes")]
+    TooLarge {
+        /// What.
+        what: &'static str,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// A JSON file could not be written.
     #[error("serializing {what}")]
     Json {
@@ -139,6 +147,7 @@ impl Error {
             | Error::Init(_)
             | Error::CreateRepo { .. }
             | Error::Git { .. }
+            | Error::TooLarge { .. }
             | Error::Json { .. }
             | Error::Encode(_) => FailureReason::Internal,
         }

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             print!("{}", steps::verdict::INSTRUCTION);
             return ExitCode::SUCCESS;
         }
+        Command::Diff(a) => return diff(hardened, a),
         Command::Install(a) => {
             return match hermes_runner::wrap::install(a) {
                 Ok(dest) => {
@@ -112,7 +113,10 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
             *scrubber = creds.scrubber();
             StepResult::Published(steps::publish::run(a, &creds)?)
         }
-        Command::ReviewerInstruction | Command::Install(_) | Command::Exec(_) => {
+        Command::ReviewerInstruction
+        | Command::Diff(_)
+        | Command::Install(_)
+        | Command::Exec(_) => {
             return Err(Error::arg("command", "this command writes no result"));
         }
     })
@@ -122,6 +126,7 @@ fn step_of(command: &Command) -> Step {
     match command {
         Command::Prepare(_)
         | Command::ReviewerInstruction
+        | Command::Diff(_)
         | Command::Install(_)
         | Command::Exec(_) => Step::Prepare,
         Command::Collect(_) => Step::Collect,
@@ -140,4 +145,29 @@ fn step_named(name: &str) -> Option<Step> {
         "publish" => Step::Publish,
         _ => return None,
     })
+}
+
+/// `diff`: the patch on standard output and nothing else (its reader takes
+/// the pod's whole log as the patch); on failure, the reason on standard
+/// error and, as plain text, in the termination message.
+fn diff(hardened: hermes_runner::Result<()>, args: &hermes_runner::cli::DiffArgs) -> ExitCode {
+    use std::io::Write as _;
+    match hardened.and_then(|()| steps::diff::run(args)) {
+        Ok(patch) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&patch).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hermes-runner diff: writing the patch: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            let message = e.chain();
+            eprintln!("hermes-runner diff: {message}");
+            let _ = std::fs::write(output::termination_path(), &message);
+            ExitCode::FAILURE
+        }
+    }
 }

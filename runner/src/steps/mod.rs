@@ -3,6 +3,7 @@
 
 pub mod collect;
 pub mod context;
+pub mod diff;
 pub mod prepare;
 pub mod publish;
 pub mod verdict;
