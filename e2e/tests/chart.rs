@@ -972,7 +972,7 @@ async fn install_upgrade_to_two_replicas_and_to_listed_namespaces_uninstall_and_
         }
     };
     let mut guards = Vec::new();
-    for prefix in ["chart-a", "chart-b"] {
+    for prefix in ["chart-a", "chart-b", "chart-c"] {
         match cluster
             .namespace_labelled(
                 prefix,
@@ -984,7 +984,11 @@ async fn install_upgrade_to_two_replicas_and_to_listed_namespaces_uninstall_and_
             Err(e) => panic!("namespace: {e}"),
         }
     }
-    let (a, b) = (guards[0].name.clone(), guards[1].name.clone());
+    let (a, b, c) = (
+        guards[0].name.clone(),
+        guards[1].name.clone(),
+        guards[2].name.clone(),
+    );
 
     // 1. Install (or upgrade what an earlier run left): one pod, leading.
     install(&[]);
@@ -1020,30 +1024,36 @@ async fn install_upgrade_to_two_replicas_and_to_listed_namespaces_uninstall_and_
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // 3. Limited to namespace a: a Role there, no ClusterRole; tasks in a
-    //    are reconciled, tasks in b are not.
-    let watch = format!("watchNamespaces={{{a}}}");
+    // 3. Limited to namespaces a and c: a Role in each, no ClusterRole; tasks
+    //    in a and c are reconciled (one controller each), tasks in b are not.
+    let watch = format!("watchNamespaces={{{a},{c}}}");
     install(&["--set", &watch]);
     let pods = wait_operator_pods(&cluster, 1).await;
     wait_leader(&cluster, &pods).await;
     let cr = cluster.kubectl(["get", "clusterrole", OPERATOR]);
     assert!(!cr.status.success(), "the ClusterRole is still there");
-    assert!(operator_can(
-        &cluster,
-        &["list", "hermestasks.hermes.dev", "-n", &a]
-    ));
+    for ns in [&a, &c] {
+        assert!(operator_can(
+            &cluster,
+            &["list", "hermestasks.hermes.dev", "-n", ns]
+        ));
+        assert!(operator_can(&cluster, &["create", "jobs.batch", "-n", ns]));
+        assert!(!operator_can(&cluster, &["get", "secrets", "-n", ns]));
+    }
     assert!(!operator_can(
         &cluster,
         &["list", "hermestasks.hermes.dev", "-n", &b]
     ));
+    assert!(!operator_can(&cluster, &["create", "jobs.batch", "-n", &b]));
     assert!(!operator_can(
         &cluster,
         &["list", "hermestasks.hermes.dev", "--all-namespaces"]
     ));
-    assert!(!operator_can(&cluster, &["get", "secrets", "-n", &a]));
     apply_task(&cluster, &b, "outside").await;
     apply_task(&cluster, &a, "inside").await;
+    apply_task(&cluster, &c, "inside-too").await;
     wait_status(&cluster, &a, "inside").await;
+    wait_status(&cluster, &c, "inside-too").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         !has_status(&cluster, &b, "outside").await,
@@ -1079,6 +1089,7 @@ async fn install_upgrade_to_two_replicas_and_to_listed_namespaces_uninstall_and_
         ("deployment", Some(RELEASE_NAMESPACE)),
         ("serviceaccount", Some(RELEASE_NAMESPACE)),
         ("role", Some(a.as_str())),
+        ("role", Some(c.as_str())),
     ] {
         let mut args = vec!["get", kind, OPERATOR];
         if let Some(ns) = ns {
