@@ -197,3 +197,41 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use hermes_crds::HermesTask;
+    use kube::runtime::{reflector, watcher};
+
+    fn task(ns: &str, name: &str) -> Result<HermesTask, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "hermes.dev/v1alpha1",
+            "kind": "HermesTask",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "repo": {"url": "https://git.example.com/a.git", "baseRef": "main"},
+                "task": "# A task\n",
+                "scope": ["src/**"],
+            },
+        }))
+    }
+
+    #[test]
+    fn tasks_are_counted_across_every_controllers_store() -> Result<(), serde_json::Error> {
+        let metrics = Metrics::default();
+        for (ns, names) in [("team-a", &["one", "two"][..]), ("team-b", &["three"])] {
+            let (store, mut writer) = reflector::store::<HermesTask>();
+            for name in names {
+                writer.apply_watcher_event(&watcher::Event::Apply(task(ns, name)?));
+            }
+            metrics.set_store(store);
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("hermes_tasks{phase=\"None\"} 3"),
+            "expected 3 tasks without a phase:\n{text}"
+        );
+        Ok(())
+    }
+}
