@@ -3,13 +3,19 @@
 # outside the repository, keyed by version and by the pinned module sums, so
 # only the first run on a machine compiles anything.
 #
-#   build.sh [tier-a|tier-b]   (default tier-a)
+#   build.sh [tier-a|tier-b|tools]   (default tier-a)
 #
 # tier-b also builds Tier B's NetworkPolicy enforcer (kube-router) and PVC
 # provisioner (hermes-hostpath-provisioner), each into its own cache entry.
+# tools builds Helm and kubeconform (the chart's install and validation), each
+# into its own cache entry, and generates the ServiceMonitor CRD (with
+# controller-gen, from the Prometheus Operator's API types) that the chart
+# tests validate the chart's ServiceMonitor against.
 #
 # Prints nothing but progress on stderr; `build.sh --print-dirs` prints the
-# bin folders (Kubernetes, etcd, kube-router, provisioner) for other scripts.
+# bin folders (Kubernetes, etcd, kube-router, provisioner, Helm, kubeconform)
+# and the folder holding the ServiceMonitor CRD, one a line in that order, for
+# other scripts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -19,8 +25,51 @@ k8s_bin=$(k8s_bin_dir)
 etcd_bin=$(etcd_bin_dir)
 netpol_bin=$(netpol_bin_dir)
 provisioner_bin=$(provisioner_bin_dir)
+helm_bin=$(helm_bin_dir)
+kubeconform_bin=$(kubeconform_bin_dir)
+servicemonitor=$(servicemonitor_dir)
 if [ "${1:-}" = "--print-dirs" ]; then
-  printf '%s\n%s\n%s\n%s\n' "$k8s_bin" "$etcd_bin" "$netpol_bin" "$provisioner_bin"
+  printf '%s\n' "$k8s_bin" "$etcd_bin" "$netpol_bin" "$provisioner_bin" "$helm_bin" "$kubeconform_bin" "$servicemonitor/crd"
+  exit 0
+fi
+
+# One Go program of a wrapper module into its own cache entry:
+#   build_tool NAME MODULE-DIR BIN-DIR PACKAGE [LDFLAGS]
+build_tool() {
+  local name=$1 dir=$2 bin=$3 pkg=$4 ldflags=${5:-}
+  [ -x "$bin/$name" ] && return 0
+  log "building $name (first run on this machine; later runs reuse $bin)"
+  local start
+  start=$(date +%s)
+  mkdir -p "$bin"
+  (cd "$here/$dir" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.partial" "$pkg")
+  mv "$bin/$name.partial" "$bin/$name"
+  log "built $name in $(( $(date +%s) - start ))s"
+}
+
+if [ "${1:-}" = tools ]; then
+  # Helm stamps its own version and the Kubernetes minor of its client
+  # modules (its Makefile's flags), so `helm version` and the default
+  # .Capabilities.KubeVersion say what was built.
+  k8s_mod_minor=$(awk '$1 == "k8s.io/client-go" { v = $2; sub(/^v0\./, "", v); sub(/\..*/, "", v); print v }' "$here/helm/go.mod")
+  [ -n "$k8s_mod_minor" ] || die "helm/go.mod names no k8s.io/client-go"
+  hv=helm.sh/helm/v3
+  build_tool helm helm "$helm_bin" "$hv/cmd/helm" \
+    "-X $hv/internal/version.version=${HELM_VERSION} -X $hv/internal/version.gitTreeState=clean -X $hv/pkg/lint/rules.k8sVersionMajor=1 -X $hv/pkg/lint/rules.k8sVersionMinor=${k8s_mod_minor} -X $hv/pkg/chartutil.k8sVersionMajor=1 -X $hv/pkg/chartutil.k8sVersionMinor=${k8s_mod_minor}"
+  build_tool kubeconform kubeconform "$kubeconform_bin" github.com/yannh/kubeconform/cmd/kubeconform "-X main.version=${KUBECONFORM_VERSION}"
+  crd=monitoring.coreos.com_servicemonitors.yaml
+  if [ ! -f "$servicemonitor/crd/$crd" ]; then
+    build_tool controller-gen servicemonitor "$servicemonitor/bin" sigs.k8s.io/controller-tools/cmd/controller-gen
+    log "generating the ServiceMonitor CRD (Prometheus Operator ${PROMETHEUS_OPERATOR_VERSION}) with controller-gen"
+    tmp="$servicemonitor/crd.partial"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    (cd "$here/servicemonitor" && GOFLAGS=-mod=readonly "$servicemonitor/bin/controller-gen" crd:crdVersions=v1,maxDescLen=0 \
+      paths=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1 output:crd:dir="$tmp")
+    [ -f "$tmp/$crd" ] || die "controller-gen wrote no $crd"
+    mkdir -p "$servicemonitor/crd"
+    mv "$tmp/$crd" "$servicemonitor/crd/$crd"
+    rm -rf "$tmp"
+  fi
   exit 0
 fi
 
@@ -28,7 +77,7 @@ tier=${1:-tier-a}
 case "$tier" in
   tier-a) k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) ;;
   tier-b) k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) ;;
-  *) die "unknown target '$tier' (expected tier-a or tier-b)" ;;
+  *) die "unknown target '$tier' (expected tier-a, tier-b or tools)" ;;
 esac
 
 missing=()

@@ -44,3 +44,9 @@ gvisor_bin_dir() {
   key=$(cat "$_lib_here"/gvisor/{go.mod,go.sum,shim-oom-score.patch,containerd-shim-runsc-v1} | sha256sum | cut -c1-12)
   echo "$HERMES_CACHE/gvisor-$key/bin"
 }
+# Helm and kubeconform, for the chart (charts/hermes): its tests, the Tier B
+# suite and the demo install the operator with Helm.
+helm_bin_dir() { echo "$HERMES_CACHE/helm-${HELM_VERSION}-$(_sum_key helm)/bin"; }
+kubeconform_bin_dir() { echo "$HERMES_CACHE/kubeconform-${KUBECONFORM_VERSION}-$(_sum_key kubeconform)/bin"; }
+# controller-gen and the ServiceMonitor CRD it generates (bin/, crd/).
+servicemonitor_dir() { echo "$HERMES_CACHE/servicemonitor-${PROMETHEUS_OPERATOR_VERSION}-$(_sum_key servicemonitor)"; }

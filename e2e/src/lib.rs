@@ -13,6 +13,10 @@
 //! `HERMES_E2E=require`, which the README's test command sets: then a missing
 //! cluster fails the test.
 //!
+//! [`chart`] holds the Helm chart's tooling (Helm, kubeconform, schemas from
+//! the cluster's own OpenAPI) and installs the operator release that
+//! [`tier_b`] runs against.
+//!
 //! The tests never use `KUBECONFIG`, so they cannot touch a real cluster by
 //! accident: the Tier A kubeconfig comes from `HERMES_KUBECONFIG` or the
 //! cluster script's state folder.
@@ -28,6 +32,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod chart;
 pub mod plugin;
 pub mod tier_b;
 

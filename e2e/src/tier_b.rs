@@ -12,10 +12,11 @@
 //!
 //! The servers run in the test process, bound to the node's address, which
 //! pods reach over the CNI bridge; each profile allows exactly the ports a
-//! phase needs. The operator is deployed once per test process from
-//! `deploy/operator.yaml` with the image references `scripts/test` exports
-//! (`HERMES_IMAGE_OPERATOR`, `_RUNNER`, `_AGENT`, `_REVIEWER`), or, without
-//! them, that `images/build` prints (after importing them).
+//! phase needs. The operator is installed once per test process with the
+//! Helm chart (`charts/hermes`, through `e2e/cluster/install-operator`) with
+//! the image references `scripts/test` exports (`HERMES_IMAGE_OPERATOR`,
+//! `_RUNNER`, `_AGENT`, `_REVIEWER`), or, without them, that `images/build`
+//! prints (after importing them).
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -641,71 +642,14 @@ async fn node_ip(cluster: &Cluster) -> Result<IpAddr, String> {
         .map_err(|e| format!("node address: {e}"))
 }
 
-/// Installs the CRDs and the operator Deployment with `images.operator`, and
-/// waits for its rollout. Blocking (kubectl), once per process.
+/// Installs the operator with the Helm chart (release `hermes` in
+/// `hermes-system`, `images.operator` with pull policy Never, the chart's
+/// default values otherwise) after applying the CRDs, and waits for its
+/// rollout: `e2e/cluster/install-operator`, as the demo does. Blocking, once
+/// per process. The chart tests leave the same release behind, so this is
+/// then an upgrade that changes nothing.
 fn deploy_operator(cluster: &Cluster, images: &Images) -> Result<(), String> {
-    let root = repo_root();
-    let run = |args: &[&str], stdin: Option<&str>| -> Result<String, String> {
-        let out = match stdin {
-            None => cluster.kubectl(args),
-            Some(text) => cluster.kubectl_stdin(args, text),
-        };
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    let crds = root.join("charts/hermes/crds");
-    run(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            &crds.to_string_lossy(),
-        ],
-        None,
-    )?;
-    run(
-        &[
-            "wait",
-            "--for",
-            "condition=Established",
-            "--timeout",
-            "60s",
-            "crd/hermestasks.hermes.dev",
-            "crd/hermesprofiles.hermes.dev",
-        ],
-        None,
-    )?;
-    let manifest = std::fs::read_to_string(root.join("deploy/operator.yaml"))
-        .map_err(|e| format!("deploy/operator.yaml: {e}"))?;
-    let manifest = manifest.replace("hermes.local/operator:dev", &images.operator);
-    if !manifest.contains(&images.operator) {
-        return Err("deploy/operator.yaml names no operator image to replace".into());
-    }
-    run(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        Some(&manifest),
-    )?;
-    run(
-        &[
-            "-n",
-            "hermes-system",
-            "rollout",
-            "status",
-            "deployment/hermes-operator",
-            "--timeout",
-            "180s",
-        ],
-        None,
-    )?;
-    Ok(())
+    crate::chart::install_operator(cluster, &images.operator, &[])
 }
 
 fn tempdir_in(root: &Path, name: &str) -> Result<PathBuf, String> {

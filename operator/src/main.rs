@@ -6,10 +6,12 @@
 //! - `KUBECONFIG` or the in-cluster service account: which cluster;
 //! - `HERMES_LOG_FORMAT=json` for JSON logs (default: human-readable);
 //! - `RUST_LOG` for the log filter (default `info`);
-//! - `HERMES_WATCH_NAMESPACE` limits the operator to one namespace (default: all);
+//! - `HERMES_WATCH_NAMESPACE` limits the operator to a comma-separated list of
+//!   namespaces (default, or empty: all); one controller runs per namespace, so
+//!   namespaced RBAC (a Role in each) is enough;
 //! - `HERMES_METRICS_ADDR` for `/metrics`, `/healthz`, `/readyz` (default `0.0.0.0:8080`);
 //! - `HERMES_LEADER_ELECTION=false` turns leader election off (one replica only);
-//! - `HERMES_LEASE_NAMESPACE` (default `POD_NAMESPACE`, else the watched
+//! - `HERMES_LEASE_NAMESPACE` (default `POD_NAMESPACE`, else the first watched
 //!   namespace, else `default`) holds the `hermes-operator` Lease;
 //! - `POD_NAME` names this replica in Events and in the Lease.
 
@@ -31,6 +33,75 @@ fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
 }
 
+/// Why `HERMES_WATCH_NAMESPACE` was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum WatchNamespaceError {
+    /// `a,,b`, a leading or a trailing comma.
+    #[error("entry {position} is empty (expected a comma-separated list of namespace names)")]
+    Empty {
+        /// 1-based position in the list.
+        position: usize,
+    },
+    /// Not an RFC 1123 label, as namespace names must be.
+    #[error(
+        "entry {position} ({name:?}) is not a namespace name: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+    )]
+    Invalid {
+        /// 1-based position in the list.
+        position: usize,
+        /// The entry, trimmed.
+        name: String,
+    },
+    /// Two controllers would act on the same namespace.
+    #[error("namespace {name:?} is listed twice")]
+    Duplicate {
+        /// The namespace.
+        name: String,
+    },
+}
+
+/// Parses `HERMES_WATCH_NAMESPACE`: unset, empty or blank means every
+/// namespace (`None`); otherwise a comma-separated list of namespace names,
+/// each trimmed of surrounding whitespace. An empty entry, an invalid name or
+/// a name listed twice is refused, so a typo stops the operator at startup
+/// rather than leaving a namespace unwatched.
+fn parse_watch_namespaces(value: Option<&str>) -> Result<Option<Vec<String>>, WatchNamespaceError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut names: Vec<String> = Vec::new();
+    for (i, entry) in value.split(',').enumerate() {
+        let position = i + 1;
+        let name = entry.trim();
+        if name.is_empty() {
+            return Err(WatchNamespaceError::Empty { position });
+        }
+        if !is_dns_label(name) {
+            return Err(WatchNamespaceError::Invalid {
+                position,
+                name: name.to_owned(),
+            });
+        }
+        if names.iter().any(|n| n == name) {
+            return Err(WatchNamespaceError::Duplicate {
+                name: name.to_owned(),
+            });
+        }
+        names.push(name.to_owned());
+    }
+    Ok(Some(names))
+}
+
+/// An RFC 1123 label: what a namespace name must be.
+fn is_dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| alnum(c) || c == '-')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -46,12 +117,16 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster)")?;
-    let namespace = env("HERMES_WATCH_NAMESPACE");
+    let namespaces = parse_watch_namespaces(env("HERMES_WATCH_NAMESPACE").as_deref())
+        .context("HERMES_WATCH_NAMESPACE")?;
     let identity =
         env("POD_NAME").unwrap_or_else(|| format!("hermes-operator-{}", std::process::id()));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         identity,
+        namespaces = namespaces
+            .as_ref()
+            .map_or_else(|| "(all)".to_owned(), |n| n.join(",")),
         "hermes-operator starting"
     );
 
@@ -75,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         let lease_ns = env("HERMES_LEASE_NAMESPACE")
             .or_else(|| env("POD_NAMESPACE"))
-            .or_else(|| namespace.clone())
+            .or_else(|| namespaces.as_ref().and_then(|n| n.first().cloned()))
             .unwrap_or_else(|| "default".into());
         Some(Arc::new(Elector::new(
             client.clone(),
@@ -128,12 +203,27 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
-    let mut stop = stop_rx.clone();
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
+    // One controller per watched namespace (or one over all): each watches
+    // with namespaced requests only, so a Role per namespace is all the RBAC
+    // it needs. They share the client, metrics and shutdown.
+    let scopes: Vec<Option<String>> = match namespaces {
+        None => vec![None],
+        Some(list) => list.into_iter().map(Some).collect(),
     };
-    hermes_operator::controller::run(client, namespace, Some(identity), metrics.clone(), shutdown)
-        .await;
+    let controllers = scopes.into_iter().map(|namespace| {
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        hermes_operator::controller::run(
+            client.clone(),
+            namespace,
+            Some(identity.clone()),
+            metrics.clone(),
+            shutdown,
+        )
+    });
+    futures::future::join_all(controllers).await;
 
     if let Some(elector) = &elector {
         metrics.leader.set(0);
@@ -177,5 +267,90 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WatchNamespaceError, parse_watch_namespaces};
+
+    fn list(names: &[&str]) -> Option<Vec<String>> {
+        Some(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    #[test]
+    fn unset_empty_or_blank_watches_every_namespace() {
+        assert_eq!(parse_watch_namespaces(None), Ok(None));
+        assert_eq!(parse_watch_namespaces(Some("")), Ok(None));
+        assert_eq!(parse_watch_namespaces(Some("  \t ")), Ok(None));
+    }
+
+    #[test]
+    fn one_namespace_is_a_list_of_one() {
+        assert_eq!(
+            parse_watch_namespaces(Some("team-a")),
+            Ok(list(&["team-a"]))
+        );
+    }
+
+    #[test]
+    fn comma_separated_names_keep_their_order_and_lose_surrounding_whitespace() {
+        assert_eq!(
+            parse_watch_namespaces(Some(" team-a , team-b,x1 ")),
+            Ok(list(&["team-a", "team-b", "x1"]))
+        );
+    }
+
+    #[test]
+    fn empty_entries_are_refused_with_their_position() {
+        for (value, position) in [("a,,b", 2), (",a", 1), ("a,", 2), ("a, ,b", 2)] {
+            assert_eq!(
+                parse_watch_namespaces(Some(value)),
+                Err(WatchNamespaceError::Empty { position }),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_names_are_refused_by_name() {
+        let long = "a".repeat(64);
+        for (value, bad) in [
+            ("Team-A", "Team-A"),
+            ("a,b_c", "b_c"),
+            ("-a", "-a"),
+            ("a-", "a-"),
+            ("a.b", "a.b"),
+            ("a b", "a b"),
+            (long.as_str(), long.as_str()),
+        ] {
+            match parse_watch_namespaces(Some(value)) {
+                Err(WatchNamespaceError::Invalid { name, .. }) => {
+                    assert_eq!(name, bad, "{value:?}")
+                }
+                other => panic!("{value:?}: expected Invalid, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_watch_namespaces(Some(&"a".repeat(63))),
+            Ok(list(&[&"a".repeat(63)]))
+        );
+    }
+
+    #[test]
+    fn a_namespace_listed_twice_is_refused() {
+        assert_eq!(
+            parse_watch_namespaces(Some("a,b, a")),
+            Err(WatchNamespaceError::Duplicate { name: "a".into() })
+        );
+    }
+
+    #[test]
+    fn the_error_message_names_the_entry() {
+        let Err(e) = parse_watch_namespaces(Some("ok,Bad")) else {
+            panic!("accepted an invalid name");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("entry 2") && msg.contains("\"Bad\""), "{msg}");
     }
 }

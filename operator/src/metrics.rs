@@ -5,7 +5,7 @@
 //! Labels are bounded: phases and error kinds, never object names or error text.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use hermes_crds::HermesTask;
 use kube::runtime::reflector::Store;
@@ -47,7 +47,7 @@ pub struct Metrics {
     /// 1 while this replica leads.
     pub leader: Gauge,
     tasks: Family<PhaseLabel, Gauge>,
-    store: OnceLock<Store<HermesTask>>,
+    stores: Mutex<Vec<Store<HermesTask>>>,
     ready: AtomicBool,
 }
 
@@ -94,16 +94,21 @@ impl Default for Metrics {
             transitions,
             leader,
             tasks,
-            store: OnceLock::new(),
+            stores: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
         }
     }
 }
 
 impl Metrics {
-    /// Lets `/metrics` count tasks by phase from the controller's cache.
+    /// Lets `/metrics` count tasks by phase from a controller's cache. Each
+    /// controller (one per watched namespace) adds its own; `/metrics` counts
+    /// the tasks of all of them.
     pub fn set_store(&self, store: Store<HermesTask>) {
-        let _ = self.store.set(store);
+        self.stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(store);
     }
 
     /// Marks the operator ready (or not).
@@ -113,9 +118,14 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> String {
-        if let Some(store) = self.store.get() {
+        let stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if !stores.is_empty() {
             self.tasks.clear();
-            for t in store.state() {
+            for t in stores.iter().flat_map(Store::state) {
                 let phase = t
                     .status
                     .as_ref()
@@ -185,5 +195,43 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+    use hermes_crds::HermesTask;
+    use kube::runtime::{reflector, watcher};
+
+    fn task(ns: &str, name: &str) -> Result<HermesTask, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "hermes.dev/v1alpha1",
+            "kind": "HermesTask",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "repo": {"url": "https://git.example.com/a.git", "baseRef": "main"},
+                "task": "# A task\n",
+                "scope": ["src/**"],
+            },
+        }))
+    }
+
+    #[test]
+    fn tasks_are_counted_across_every_controllers_store() -> Result<(), serde_json::Error> {
+        let metrics = Metrics::default();
+        for (ns, names) in [("team-a", &["one", "two"][..]), ("team-b", &["three"])] {
+            let (store, mut writer) = reflector::store::<HermesTask>();
+            for name in names {
+                writer.apply_watcher_event(&watcher::Event::Apply(task(ns, name)?));
+            }
+            metrics.set_store(store);
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("hermes_tasks{phase=\"None\"} 3"),
+            "expected 3 tasks without a phase:\n{text}"
+        );
+        Ok(())
     }
 }
