@@ -97,7 +97,9 @@ async fn raw(client: Client, ns: &str, n: usize) -> Duration {
             if p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Succeeded") {
                 continue;
             }
-            let Some(job) = p.labels().get("batch.kubernetes.io/job-name").cloned() else { continue };
+            let Some(job) = p.labels().get("batch.kubernetes.io/job-name").cloned() else {
+                continue;
+            };
             if let Some(tx) = w.lock().unwrap().remove(&job) {
                 let _ = tx.send(());
             }
@@ -113,7 +115,9 @@ async fn raw(client: Client, ns: &str, n: usize) -> Duration {
                     let name = format!("raw-{i:04}-{phase}");
                     let (tx, rx) = oneshot::channel();
                     waiting.lock().unwrap().insert(name.clone(), tx);
-                    jobs.create(&PostParams::default(), &raw_job(&name)).await.expect("create Job");
+                    jobs.create(&PostParams::default(), &raw_job(&name))
+                        .await
+                        .expect("create Job");
                     rx.await.expect("pod succeeded");
                 }
             }
@@ -160,19 +164,34 @@ async fn hermes(cluster: &TierA, ns: &str, n: usize) -> Duration {
                     }
                 }))
                 .unwrap();
-                tasks.create(&PostParams::default(), &t).await.expect("create task");
+                tasks
+                    .create(&PostParams::default(), &t)
+                    .await
+                    .expect("create task");
             }
         })
         .await;
     loop {
-        let list = tasks.list(&ListParams::default()).await.expect("list tasks");
+        let list = tasks
+            .list(&ListParams::default())
+            .await
+            .expect("list tasks");
         let done = list
             .items
             .iter()
-            .filter(|t| t.status.as_ref().and_then(|s| s.phase).is_some_and(TaskPhase::is_terminal))
+            .filter(|t| {
+                t.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(TaskPhase::is_terminal)
+            })
             .count();
         if done == n {
-            let ok = list.items.iter().filter(|t| t.status.as_ref().and_then(|s| s.phase) == Some(TaskPhase::Succeeded)).count();
+            let ok = list
+                .items
+                .iter()
+                .filter(|t| t.status.as_ref().and_then(|s| s.phase) == Some(TaskPhase::Succeeded))
+                .count();
             assert_eq!(ok, n, "every bench task succeeds");
             return t0.elapsed();
         }
@@ -207,7 +226,19 @@ async fn main() {
 
     let per_min = |d: Duration| n as f64 / d.as_secs_f64() * 60.0;
     println!("batch throughput on Tier A, {n} tasks (4 Jobs each)");
-    println!("  raw harness, {} Jobs in chains of 4: {:>8.1} s  {:>7.0} task-chains/min", n * 4, raw_time.as_secs_f64(), per_min(raw_time));
-    println!("  hermes operator, {n} HermesTasks:    {:>8.1} s  {:>7.0} tasks/min", op_time.as_secs_f64(), per_min(op_time));
-    println!("  ratio (hermes / raw throughput): {:.2}   targets: >= 0.80 and >= 600 tasks/min", raw_time.as_secs_f64() / op_time.as_secs_f64());
+    println!(
+        "  raw harness, {} Jobs in chains of 4: {:>8.1} s  {:>7.0} task-chains/min",
+        n * 4,
+        raw_time.as_secs_f64(),
+        per_min(raw_time)
+    );
+    println!(
+        "  hermes operator, {n} HermesTasks:    {:>8.1} s  {:>7.0} tasks/min",
+        op_time.as_secs_f64(),
+        per_min(op_time)
+    );
+    println!(
+        "  ratio (hermes / raw throughput): {:.2}   targets: >= 0.80 and >= 600 tasks/min",
+        raw_time.as_secs_f64() / op_time.as_secs_f64()
+    );
 }

@@ -58,7 +58,9 @@ pub enum Error {
     MissingMetadata(&'static str),
     /// The watch caches did not fill in time (the API server is unreachable
     /// or refuses the operator's watches).
-    #[error("the watch caches of Jobs, pods, ConfigMaps, claims and profiles did not fill within 60s")]
+    #[error(
+        "the watch caches of Jobs, pods, ConfigMaps, claims and profiles did not fill within 60s"
+    )]
     CachesNotReady,
 }
 

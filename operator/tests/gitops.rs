@@ -29,8 +29,12 @@ const GITOPS: [(&str, &str); 2] = [
 
 fn tracking(tool: &str, name: &str) -> Value {
     match tool {
-        "argo" => json!({"annotations": {"argocd.argoproj.io/tracking-id": format!("tasks:hermes.dev/HermesTask:ns/{name}")}}),
-        _ => json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "tasks", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}}),
+        "argo" => {
+            json!({"annotations": {"argocd.argoproj.io/tracking-id": format!("tasks:hermes.dev/HermesTask:ns/{name}")}})
+        }
+        _ => {
+            json!({"labels": {"kustomize.toolkit.fluxcd.io/name": "tasks", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}})
+        }
     }
 }
 
@@ -72,7 +76,9 @@ fn phase(t: &HermesTask) -> Option<TaskPhase> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn argo_and_flux_applying_a_hundred_times_while_tasks_run_change_nothing() {
     for (manager, tool) in GITOPS {
-        let Some(w) = World::new(&format!("gitops-{tool}")).await else { return };
+        let Some(w) = World::new(&format!("gitops-{tool}")).await else {
+            return;
+        };
         let _operator = Operator::start(&w.cluster, &w.ns.name);
         let _kubelet = Kubelet::start(w.cluster.client.clone(), &w.ns.name, 4);
         let profiles: Api<HermesProfile> = Api::namespaced(w.cluster.client.clone(), &w.ns.name);
@@ -97,11 +103,23 @@ async fn argo_and_flux_applying_a_hundred_times_while_tasks_run_change_nothing()
             // A person approves the reviewed commit between two syncs.
             if approved_at.is_none()
                 && phase(&t) == Some(TaskPhase::AwaitingApproval)
-                && let Some(commit) = t.status.as_ref().and_then(|s| s.review.as_ref()).map(|r| r.reviewed_commit.clone())
+                && let Some(commit) = t
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.review.as_ref())
+                    .map(|r| r.reviewed_commit.clone())
             {
                 w.tasks
-                    .patch(&name, &PatchParams { field_manager: Some("kubectl-annotate".into()), ..PatchParams::default() },
-                        &Patch::Merge(&json!({"metadata": {"annotations": {ANNOTATION_APPROVE: commit}}})))
+                    .patch(
+                        &name,
+                        &PatchParams {
+                            field_manager: Some("kubectl-annotate".into()),
+                            ..PatchParams::default()
+                        },
+                        &Patch::Merge(
+                            &json!({"metadata": {"annotations": {ANNOTATION_APPROVE: commit}}}),
+                        ),
+                    )
                     .await
                     .expect("approve");
                 approved_at = Some(i);
@@ -109,18 +127,35 @@ async fn argo_and_flux_applying_a_hundred_times_while_tasks_run_change_nothing()
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
         let done = w.wait_phase(&name, TaskPhase::Succeeded).await;
-        assert!(approved_at.is_some(), "{manager}: the task never awaited approval during the syncs: {seen_phases:?}");
-        assert!(seen_phases.len() >= 3, "{manager}: the syncs saw the task run: {seen_phases:?}");
+        assert!(
+            approved_at.is_some(),
+            "{manager}: the task never awaited approval during the syncs: {seen_phases:?}"
+        );
+        assert!(
+            seen_phases.len() >= 3,
+            "{manager}: the syncs saw the task run: {seen_phases:?}"
+        );
 
         // Syncs after the end: no write at all (the same resourceVersion).
         let before = w.tasks.get(&name).await.expect("task");
         for i in 0..10 {
-            let t = w.tasks.patch(&name, &apply, &Patch::Apply(task_manifest(tool, &name))).await.expect("sync after the end");
-            assert_eq!(t.metadata.resource_version, before.metadata.resource_version, "{manager}: sync {i} after the end wrote the task");
+            let t = w
+                .tasks
+                .patch(&name, &apply, &Patch::Apply(task_manifest(tool, &name)))
+                .await
+                .expect("sync after the end");
+            assert_eq!(
+                t.metadata.resource_version, before.metadata.resource_version,
+                "{manager}: sync {i} after the end wrote the task"
+            );
         }
 
         // No re-run: one Job per phase, first attempt only; the spec never changed.
-        assert_eq!(done.metadata.generation, Some(1), "{manager}: the spec changed");
+        assert_eq!(
+            done.metadata.generation,
+            Some(1),
+            "{manager}: the spec changed"
+        );
         let mut jobs: Vec<String> = Api::<Job>::namespaced(w.cluster.client.clone(), &w.ns.name)
             .list(&ListParams::default())
             .await
@@ -130,35 +165,66 @@ async fn argo_and_flux_applying_a_hundred_times_while_tasks_run_change_nothing()
             .filter_map(|j| j.metadata.name)
             .collect();
         jobs.sort();
-        let expected: Vec<String> = ["implement", "prepare", "publish", "review"].iter().map(|p| format!("{name}-{p}")).collect();
+        let expected: Vec<String> = ["implement", "prepare", "publish", "review"]
+            .iter()
+            .map(|p| format!("{name}-{p}"))
+            .collect();
         assert_eq!(jobs, expected, "{manager}: Jobs");
         // The approval (another manager's field) survived every sync.
-        assert!(done.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION_APPROVE)));
+        assert!(
+            done.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ANNOTATION_APPROVE))
+        );
         // The GitOps manager owns spec and its tracking metadata, never status;
         // the operator owns status only.
         let fields = done.metadata.managed_fields.clone().unwrap_or_default();
-        let gitops = fields.iter().find(|f| f.manager.as_deref() == Some(manager)).expect("the GitOps manager's entry");
+        let gitops = fields
+            .iter()
+            .find(|f| f.manager.as_deref() == Some(manager))
+            .expect("the GitOps manager's entry");
         assert_eq!(gitops.operation.as_deref(), Some("Apply"));
         assert_eq!(gitops.subresource.as_deref(), None);
         let owned = serde_json::to_string(&gitops.fields_v1).unwrap();
-        assert!(owned.contains("f:spec") && !owned.contains("f:status"), "{manager} owns: {owned}");
-        for f in fields.iter().filter(|f| f.manager.as_deref() != Some(manager) && f.manager.as_deref() != Some("kubectl-annotate")) {
-            assert_eq!(f.subresource.as_deref(), Some("status"), "{:?} wrote outside status", f.manager);
+        assert!(
+            owned.contains("f:spec") && !owned.contains("f:status"),
+            "{manager} owns: {owned}"
+        );
+        for f in fields.iter().filter(|f| {
+            f.manager.as_deref() != Some(manager)
+                && f.manager.as_deref() != Some("kubectl-annotate")
+        }) {
+            assert_eq!(
+                f.subresource.as_deref(),
+                Some("status"),
+                "{:?} wrote outside status",
+                f.manager
+            );
         }
         let status = done.status.clone().expect("status");
-        assert_eq!(status.review.as_ref().map(|r| r.reviewed_commit.as_str()), Some(HEAD));
+        assert_eq!(
+            status.review.as_ref().map(|r| r.reviewed_commit.as_str()),
+            Some(HEAD)
+        );
         assert!(status.publish.as_ref().is_some_and(|p| p.pushed));
     }
 }
 
 #[tokio::test]
 async fn deleting_the_manifest_deletes_the_task_and_every_child() {
-    let Some(w) = World::new("gitops-prune").await else { return };
+    let Some(w) = World::new("gitops-prune").await else {
+        return;
+    };
     w.create_profile(json!({})).await;
     let _operator = Operator::start(&w.cluster, &w.ns.name);
     let name = "pruned";
     w.tasks
-        .patch(name, &PatchParams::apply("argocd-controller"), &Patch::Apply(task_manifest("argo", name)))
+        .patch(
+            name,
+            &PatchParams::apply("argocd-controller"),
+            &Patch::Apply(task_manifest("argo", name)),
+        )
         .await
         .expect("sync");
     // No kubelet: the task stays in prepare with all its children.
@@ -168,17 +234,44 @@ async fn deleting_the_manifest_deletes_the_task_and_every_child() {
     let selector = format!("hermes.dev/task={name}");
     let lp = ListParams::default().labels(&selector);
     let count = || async {
-        let jobs = Api::<Job>::namespaced(client.clone(), ns).list(&lp).await.expect("jobs").items.len();
-        let cms = Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await.expect("cms").items.len();
-        let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns).list(&lp).await.expect("pvcs").items.len();
-        let nps = Api::<NetworkPolicy>::namespaced(client.clone(), ns).list(&lp).await.expect("nps").items.len();
+        let jobs = Api::<Job>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .expect("jobs")
+            .items
+            .len();
+        let cms = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .expect("cms")
+            .items
+            .len();
+        let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .expect("pvcs")
+            .items
+            .len();
+        let nps = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .expect("nps")
+            .items
+            .len();
         (jobs, cms, pvcs, nps)
     };
     let (jobs, cms, pvcs, nps) = count().await;
-    assert!(jobs == 1 && cms >= 1 && pvcs == 1 && nps >= 2, "children before: {:?}", (jobs, cms, pvcs, nps));
+    assert!(
+        jobs == 1 && cms >= 1 && pvcs == 1 && nps >= 2,
+        "children before: {:?}",
+        (jobs, cms, pvcs, nps)
+    );
 
     // Argo CD prunes with foreground deletion: the task goes once its children have.
-    w.tasks.delete(name, &DeleteParams::foreground()).await.expect("prune");
+    w.tasks
+        .delete(name, &DeleteParams::foreground())
+        .await
+        .expect("prune");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let gone = w.tasks.get_opt(name).await.expect("read task").is_none();
@@ -186,7 +279,10 @@ async fn deleting_the_manifest_deletes_the_task_and_every_child() {
         if gone && left == (0, 0, 0, 0) {
             break;
         }
-        assert!(Instant::now() < deadline, "after the prune: task gone {gone}, children left {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "after the prune: task gone {gone}, children left {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

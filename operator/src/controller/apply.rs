@@ -12,8 +12,10 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::decide::Plan;
+use super::observe::Caches;
 use crate::builders::{self, BuildInput, PhaseFacts};
 use crate::{Error, FIELD_MANAGER, Result};
+use kube::runtime::reflector::ObjectRef;
 
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<()>
 where
@@ -56,6 +58,7 @@ where
 /// Executes `plan` for `task`.
 pub async fn execute(
     client: &Client,
+    caches: &Caches,
     recorder: &Recorder,
     task: &HermesTask,
     plan: &Plan,
@@ -72,21 +75,33 @@ pub async fn execute(
             effective,
         };
         if plan.ensure_children {
+            // Level-triggered, but without a write where the cache already
+            // shows the child as it should be (each phase start ensures them
+            // again, so a narrowed profile or a deleted policy is put right).
             if let Some(text) = &plan.task_text {
+                let cm = builders::task_configmap(&input, text);
+                let cached = caches.config_maps.get(&ObjectRef::from(&cm));
+                if cached.is_none_or(|c| c.data != cm.data) {
+                    apply(&Api::<ConfigMap>::namespaced(client.clone(), &ns), &cm).await?;
+                }
+            }
+            let pvc = builders::repo_pvc(&input);
+            // A claim's spec is immutable once bound: existing is enough.
+            if caches.claims.get(&ObjectRef::from(&pvc)).is_none() {
                 apply(
-                    &Api::<ConfigMap>::namespaced(client.clone(), &ns),
-                    &builders::task_configmap(&input, text),
+                    &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
+                    &pvc,
                 )
                 .await?;
             }
-            apply(
-                &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
-                &builders::repo_pvc(&input),
-            )
-            .await?;
             let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
             for np in builders::network_policies(&input) {
-                apply(&policies, &np).await?;
+                let cached = caches.network_policies.get(&ObjectRef::from(&np));
+                if cached
+                    .is_none_or(|c| c.spec != np.spec || c.metadata.labels != np.metadata.labels)
+                {
+                    apply(&policies, &np).await?;
+                }
             }
         }
         if let Some((phase, attempt)) = plan.create_job {

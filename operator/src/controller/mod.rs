@@ -211,7 +211,8 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
             // admission checks): the place goes back.
             ctx.ledger.release(&task);
         }
-        if let Err(e) = apply::execute(&ctx.client, &ctx.recorder, &task, &plan).await {
+        if let Err(e) = apply::execute(&ctx.client, &ctx.caches, &ctx.recorder, &task, &plan).await
+        {
             if granted {
                 ctx.ledger.release(&task);
             }
@@ -343,10 +344,19 @@ pub async fn run(
     .reflect(pods_writer)
     .touched_objects();
     let (profiles, profiles_writer) = reflector::store();
-    let profile_stream = watcher(api::<HermesProfile>(&client, ns), watcher::Config::default())
+    let profile_stream = watcher(
+        api::<HermesProfile>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|p: &mut HermesProfile| p.managed_fields_mut().clear())
+    .reflect(profiles_writer)
+    .touched_objects();
+    let (network_policies, np_writer) = reflector::store();
+    let np_stream = watcher(api::<NetworkPolicy>(&client, ns), owned.clone())
         .default_backoff()
-        .modify(|p: &mut HermesProfile| p.managed_fields_mut().clear())
-        .reflect(profiles_writer)
+        .modify(|n: &mut NetworkPolicy| n.managed_fields_mut().clear())
+        .reflect(np_writer)
         .touched_objects();
     let caches = observe::Caches {
         profiles,
@@ -354,6 +364,7 @@ pub async fn run(
         pods,
         config_maps,
         claims,
+        network_policies,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -368,25 +379,22 @@ pub async fn run(
         .owns_stream(job_stream)
         .owns_stream(cm_stream)
         .owns_stream(claim_stream)
-        .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
+        .owns_stream(np_stream)
         .watches_stream(pod_stream, |pod: Pod| {
             let ns = pod.namespace()?;
             let name = pod.annotations().get(ANNOTATION_TASK_NAME)?.clone();
             Some(ObjectRef::<HermesTask>::new(&name).within(&ns))
         })
-        .watches_stream(
-            profile_stream,
-            move |profile: HermesProfile| {
-                let ns = profile.namespace();
-                let name = profile.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|t| t.namespace() == ns && t.spec.profile.0 == name)
-                    .map(|t| ObjectRef::from(t.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(profile_stream, move |profile: HermesProfile| {
+            let ns = profile.namespace();
+            let name = profile.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|t| t.namespace() == ns && t.spec.profile.0 == name)
+                .map(|t| ObjectRef::from(t.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -41,6 +41,8 @@ pub struct Caches {
     pub config_maps: Store<ConfigMap>,
     /// The claims the operator made.
     pub claims: Store<PersistentVolumeClaim>,
+    /// The NetworkPolicies the operator made.
+    pub network_policies: Store<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
 impl Caches {
@@ -52,6 +54,7 @@ impl Caches {
             self.jobs.wait_until_ready().await?;
             self.pods.wait_until_ready().await?;
             self.config_maps.wait_until_ready().await?;
+            self.network_policies.wait_until_ready().await?;
             self.claims.wait_until_ready().await
         };
         match tokio::time::timeout(Duration::from_secs(60), all).await {
