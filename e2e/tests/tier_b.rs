@@ -343,3 +343,53 @@ async fn a_gvisor_profile_runs_every_phase_under_gvisor() {
     );
     assert_eq!(r.remote_main(), r.base);
 }
+
+/// GitOps keeps the task file next to the code: `taskRef.repoPath` is read
+/// by prepare from the repository at `baseRef`, the task runs from it, and
+/// its hash (the exact bytes at the base commit) is recorded in status.
+#[tokio::test]
+async fn a_task_file_in_the_repository_runs_and_its_hash_is_recorded() {
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
+    let f = b
+        .fixture(
+            "b-repopath",
+            scenarios("implementer-happy", "reviewer-approve"),
+        )
+        .await
+        .unwrap();
+    let url = b.seed_repo("repopath.git", "greeter").unwrap();
+    let base = b.remote_rev("repopath.git", "refs/heads/main").unwrap();
+    let mut t = task(
+        "greet",
+        &url,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+    );
+    t["spec"]["task"] = Value::Null;
+    t["spec"]["taskRef"] = json!({"repoPath": "task.md"});
+    f.apply_task(t).await.unwrap();
+    let done = f
+        .wait_phase("greet", &["Succeeded", "Failed", "Rejected"], TASK_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", f.pod_logs()));
+    let s = status(&done);
+    assert_eq!(s["phase"], "Succeeded", "{s:#}");
+    assert_eq!(s["baseCommit"], base.as_str());
+    // The bytes of task.md as seeded (the fixture, committed as-is).
+    let bytes =
+        std::fs::read(hermes_e2e::repo_root().join("e2e/scenarios/fixtures/greeter/task.md"))
+            .unwrap();
+    use sha2::Digest;
+    let want: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(s["taskFileSha256"], want.as_str(), "{s:#}");
+    // The merge is on the remote's main.
+    assert_ne!(
+        b.remote_rev("repopath.git", "refs/heads/main").unwrap(),
+        base
+    );
+}
