@@ -741,56 +741,6 @@ async fn fields_that_define_a_run_are_immutable_and_the_rest_are_not() {
 }
 
 #[tokio::test]
-async fn every_example_is_accepted_by_the_server() {
-    let Some(cluster) = TierA::connect().await else {
-        return;
-    };
-    cluster.install_crds().await.expect("CRDs install");
-    let ns = cluster.namespace("examples").await.expect("namespace");
-    let dir = hermes_e2e::repo_root().join("examples");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("examples/")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "examples/ holds YAML files");
-    let discovery = kube::Discovery::new(cluster.client.clone())
-        .run()
-        .await
-        .expect("discovery");
-    let mut applied = 0;
-    for path in files {
-        let text = std::fs::read_to_string(&path).expect("read example");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).expect("YAML");
-            if value.is_null() {
-                continue;
-            }
-            let mut obj: DynamicObject = serde_json::from_value(value).expect("an object");
-            let gvk = obj
-                .types
-                .as_ref()
-                .map(GroupVersionKind::try_from)
-                .expect("apiVersion and kind")
-                .expect("valid apiVersion");
-            let (ar, _) = discovery
-                .resolve_gvk(&gvk)
-                .expect("a kind the server serves");
-            obj.metadata.namespace = Some(ns.name.clone());
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(cluster.client.clone(), &ns.name, &ar);
-            api.create(&PostParams::default(), &obj)
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            applied += 1;
-        }
-    }
-    assert!(applied >= 3, "applied {applied} objects");
-}
-
-#[tokio::test]
 async fn kubectl_explain_prints_the_doc_comments() {
     let Some(cluster) = TierA::connect().await else {
         return;
