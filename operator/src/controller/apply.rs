@@ -55,14 +55,15 @@ where
     }
 }
 
-/// Executes `plan` for `task`.
+/// Executes `plan` for `task`; the resourceVersion of the status it wrote,
+/// if it wrote one.
 pub async fn execute(
     client: &Client,
     caches: &Caches,
     recorder: &Recorder,
     task: &HermesTask,
     plan: &Plan,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let ns = task
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
@@ -129,8 +130,9 @@ pub async fn execute(
     }
 
     let old = task.status.clone().unwrap_or_default();
+    let mut written = None;
     if old != plan.status {
-        write_status(client, task, &plan.status).await?;
+        written = write_status(client, task, &plan.status).await?;
     }
 
     let reference = task.object_ref(&());
@@ -151,7 +153,7 @@ pub async fn execute(
             warn!(task = %name, error = %err, "could not publish an event");
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Writes the whole status with server-side apply on the status subresource.
@@ -159,7 +161,7 @@ pub async fn write_status(
     client: &Client,
     task: &HermesTask,
     status: &HermesTaskStatus,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let ns = task
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
@@ -170,12 +172,13 @@ pub async fn write_status(
         "kind": "HermesTask",
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(Error::kube(format!("writing the status of {ns}/{name}")))?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(Error::kube(format!("writing the status of {ns}/{name}")))?;
+    Ok(written.resource_version())
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
-use hermes_crds::TaskPhase;
+use hermes_crds::{RunPhase, TaskPhase};
 
 use futures::StreamExt;
 use hermes_crds::{HermesProfile, HermesTask};
@@ -50,6 +50,99 @@ pub struct Context {
     pub ledger: Arc<admission::Ledger>,
     /// The watch caches of everything else a reconcile reads.
     pub caches: observe::Caches,
+    /// What this process wrote that the caches may not show yet.
+    pub recent: Recent,
+}
+
+/// What this process wrote a moment ago, by task uid: the caches show a
+/// write only when its watch event arrives, and a reconcile that ran on the
+/// older view would decide the same step again (another status write, a
+/// second Event, the Job applied again).
+#[derive(Default)]
+pub struct Recent {
+    /// The resourceVersion of the last status written.
+    status: std::sync::Mutex<HashMap<String, u64>>,
+    /// Jobs applied, not yet in the Job cache: (phase, attempt, name, when).
+    jobs: std::sync::Mutex<HashMap<String, Vec<AppliedJob>>>,
+}
+
+/// A Job applied: its phase, attempt, name and when.
+type AppliedJob = (RunPhase, u32, String, std::time::Instant);
+
+/// How long an applied Job is taken as running without the cache showing it
+/// (after that, the cache's word wins: a Job deleted at once is made again).
+const APPLIED_JOB_GRACE: Duration = Duration::from_secs(30);
+
+impl Recent {
+    fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        match m.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// True when the task in hand is older than the status last written for
+    /// it: its own watch event, with the newer version, is on its way.
+    fn stale(&self, task: &HermesTask) -> bool {
+        let uid = task.uid().unwrap_or_default();
+        let seen = task.resource_version().and_then(|v| v.parse::<u64>().ok());
+        let mut written = Self::lock(&self.status);
+        match (written.get(&uid), seen) {
+            (Some(w), Some(seen)) if seen < *w => true,
+            (Some(_), _) => {
+                written.remove(&uid);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn wrote_status(&self, task: &HermesTask, version: Option<String>) {
+        if let Some(v) = version.and_then(|v| v.parse::<u64>().ok()) {
+            Self::lock(&self.status).insert(task.uid().unwrap_or_default(), v);
+        }
+    }
+
+    fn applied_job(&self, task: &HermesTask, phase: RunPhase, attempt: u32) {
+        let name = crate::builders::job_name(&task.name_any(), phase, attempt);
+        Self::lock(&self.jobs)
+            .entry(task.uid().unwrap_or_default())
+            .or_default()
+            .push((phase, attempt, name, std::time::Instant::now()));
+    }
+
+    /// Adds the Jobs applied a moment ago that the cache does not show yet,
+    /// as running; forgets those it shows (or that are too old).
+    fn fill_in(&self, task: &HermesTask, observed: &mut decide::Observed) {
+        let uid = task.uid().unwrap_or_default();
+        let mut all = Self::lock(&self.jobs);
+        let Some(list) = all.get_mut(&uid) else {
+            return;
+        };
+        list.retain(|(phase, attempt, name, at)| {
+            if observed.jobs.contains_key(&(*phase, *attempt)) || at.elapsed() > APPLIED_JOB_GRACE {
+                return false;
+            }
+            observed.jobs.insert(
+                (*phase, *attempt),
+                decide::JobView {
+                    name: name.clone(),
+                    state: decide::JobState::Running,
+                    images: Vec::new(),
+                },
+            );
+            true
+        });
+        if list.is_empty() {
+            all.remove(&uid);
+        }
+    }
+
+    fn forget(&self, task: &HermesTask) {
+        let uid = task.uid().unwrap_or_default();
+        Self::lock(&self.status).remove(&uid);
+        Self::lock(&self.jobs).remove(&uid);
+    }
 }
 
 impl Context {
@@ -73,6 +166,7 @@ impl Context {
             tasks,
             ledger,
             caches,
+            recent: Recent::default(),
         }
     }
 
@@ -196,7 +290,12 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
         let started = std::time::Instant::now();
         ctx.metrics.reconciles.inc();
         ctx.caches.wait_ready().await?;
+        if ctx.recent.stale(&task) {
+            // The watch event of our own write comes next; a safety net in case.
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
         let mut observed = observe::observe(&ctx.client, &ctx.caches, &task).await?;
+        ctx.recent.fill_in(&task, &mut observed);
         let request = admission::request(&task, !observed.jobs.is_empty());
         if let (Some(request), Some(profile)) = (request, observed.profile.as_ref()) {
             let peers = ctx.peers(&task.namespace().unwrap_or_default());
@@ -211,12 +310,23 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
             // admission checks): the place goes back.
             ctx.ledger.release(&task);
         }
-        if let Err(e) = apply::execute(&ctx.client, &ctx.caches, &ctx.recorder, &task, &plan).await
-        {
-            if granted {
-                ctx.ledger.release(&task);
+        match apply::execute(&ctx.client, &ctx.caches, &ctx.recorder, &task, &plan).await {
+            Ok(version) => {
+                if let Some((phase, attempt)) = plan.create_job {
+                    ctx.recent.applied_job(&task, phase, attempt);
+                }
+                if plan.status.phase.is_some_and(TaskPhase::is_terminal) {
+                    ctx.recent.forget(&task);
+                } else {
+                    ctx.recent.wrote_status(&task, version);
+                }
             }
-            return Err(e);
+            Err(e) => {
+                if granted {
+                    ctx.ledger.release(&task);
+                }
+                return Err(e);
+            }
         }
         let old_phase = task.status.as_ref().and_then(|s| s.phase);
         if let Some(phase) = plan.status.phase.filter(|p| Some(*p) != old_phase) {

@@ -128,7 +128,7 @@ pub async fn observe(client: &Client, caches: &Caches, task: &HermesTask) -> Res
     let repo_volume_exists = caches
         .claims
         .get(&ObjectRef::new(&crate::builders::repo_pvc_name(&name)).within(&ns))
-        .is_some_and(|p| owned_by(&p.metadata, &uid));
+        .is_some_and(|p| owned_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none());
 
     Ok(Observed {
         profile,
