@@ -25,8 +25,8 @@ use serde_json::json;
 use support::kubelet::Kubelet;
 use support::*;
 
-const MAX_RUNNING: usize = 20;
-const MAX_AWAITING: usize = 8;
+const MAX_RUNNING: usize = 50;
+const MAX_AWAITING: usize = 10;
 
 /// What a task of the batch is, and so how it must end.
 #[derive(Clone, Debug, PartialEq, Eq)]
