@@ -118,6 +118,14 @@ struct Findings {
     succeeded_at: HashMap<String, usize>,
     started_at: HashMap<String, usize>,
     events: usize,
+    /// Every task's phase as last seen (the test polls this, not the API).
+    phases: HashMap<String, Option<TaskPhase>>,
+}
+
+impl Findings {
+    fn count(&self, pred: impl Fn(Option<TaskPhase>) -> bool) -> usize {
+        self.phases.values().filter(|p| pred(**p)).count()
+    }
 }
 
 /// Follows every task event in order and checks the caps and the order.
@@ -150,6 +158,7 @@ fn observe(tasks: Api<HermesTask>, findings: Arc<Mutex<Findings>>) -> tokio::tas
                 },
             );
             let mut f = findings.lock().expect("findings");
+            f.phases.insert(name.clone(), new);
             f.events += 1;
             let event = f.events;
             let n_running = seen.values().filter(|s| running(s.phase)).count();
@@ -246,6 +255,10 @@ async fn a_thousand_tasks_keep_their_caps_and_order_and_all_end() {
     let _operator = Operator::start(&w.cluster, &w.ns.name);
     let plan = plan(1000);
 
+    // The test follows the tasks through one watch (polling lists of a
+    // thousand tasks would load the API server the batch runs on).
+    let findings = Arc::new(Mutex::new(Findings::default()));
+    let observer = observe(w.tasks.clone(), findings.clone());
     // Every task first, without its profile: they wait as Pending, so when
     // the profile comes the operator knows them all and the order is whole.
     futures::stream::iter(plan.iter())
@@ -256,16 +269,10 @@ async fn a_thousand_tasks_keep_their_caps_and_order_and_all_end() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let list = w
-            .tasks
-            .list(&ListParams::default())
-            .await
-            .expect("list tasks");
-        let pending = list
-            .items
-            .iter()
-            .filter(|t| phase(t) == Some(TaskPhase::Pending))
-            .count();
+        let pending = findings
+            .lock()
+            .expect("findings")
+            .count(|p| p == Some(TaskPhase::Pending));
         if pending == plan.len() {
             break;
         }
@@ -277,8 +284,6 @@ async fn a_thousand_tasks_keep_their_caps_and_order_and_all_end() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let findings = Arc::new(Mutex::new(Findings::default()));
-    let observer = observe(w.tasks.clone(), findings.clone());
     let approver = approve_as_they_come(w.tasks.clone());
     let kubelet = Kubelet::start(w.cluster.client.clone(), &w.ns.name, 32);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -289,32 +294,31 @@ async fn a_thousand_tasks_keep_their_caps_and_order_and_all_end() {
     .await;
 
     let deadline = Instant::now() + Duration::from_secs(1500);
-    let last = loop {
-        let list = w
-            .tasks
-            .list(&ListParams::default())
-            .await
-            .expect("list tasks");
-        let done = list
-            .items
-            .iter()
-            .filter(|t| phase(t).is_some_and(TaskPhase::is_terminal))
-            .count();
-        if done == plan.len() {
-            break list.items;
-        }
-        if Instant::now() > deadline {
+    loop {
+        let (done, by_phase) = {
+            let f = findings.lock().expect("findings");
             let mut by_phase: BTreeMap<String, usize> = BTreeMap::new();
-            for t in &list.items {
-                *by_phase.entry(format!("{:?}", phase(t))).or_default() += 1;
+            for p in f.phases.values() {
+                *by_phase.entry(format!("{p:?}")).or_default() += 1;
             }
-            panic!(
-                "only {done} of {} tasks ended in time: {by_phase:?}",
-                plan.len()
-            );
+            (f.count(|p| p.is_some_and(TaskPhase::is_terminal)), by_phase)
+        };
+        if done == plan.len() {
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {} tasks ended in time: {by_phase:?}",
+            plan.len()
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    }
+    let last = w
+        .tasks
+        .list(&ListParams::default())
+        .await
+        .expect("list tasks")
+        .items;
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     observer.abort();
