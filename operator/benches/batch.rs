@@ -1,8 +1,10 @@
 //! Batch throughput on Tier A: a thousand HermesTasks driven to a terminal
 //! phase by the operator (four phase Jobs each, pods ended by the kubelet
 //! stand-in), against a harness that creates the same four thousand Jobs
-//! itself — a chain of four per task, each Job once the previous one's pod
-//! succeeded, every chain at once — in the same run, on the same cluster.
+//! itself (built by the operator's own builders, so the API server, the Job
+//! controller and the stand-in carry the same objects) — a chain of four per
+//! task, each Job once the previous one's pod succeeded, every chain at once
+//! — in the same run, on the same cluster.
 //! Prints tasks per minute for both and their ratio; asserts only that both
 //! runs complete.
 //!
@@ -22,8 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hermes_crds::{HermesProfile, HermesTask, TaskPhase};
+use hermes_crds::{HermesProfile, HermesProfileSpec, HermesTask, RunPhase, TaskPhase};
 use hermes_e2e::TierA;
+use hermes_operator::builders::{self, BuildInput, PhaseFacts};
+use hermes_operator::narrowing::effective;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -31,8 +35,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::oneshot;
-
-const PHASES: [&str; 4] = ["prepare", "implement", "review", "publish"];
 
 struct Operator(Child);
 
@@ -57,28 +59,49 @@ fn start_operator(cluster: &TierA, ns: &str) -> Operator {
     Operator(child)
 }
 
-/// A Job like a phase Job: one restricted container, no retries.
-fn raw_job(name: &str) -> Job {
+/// The profile both runs use (uncapped).
+fn profile_spec() -> serde_json::Value {
+    json!({
+        "agent": {"image": "hermes/agent:bench", "command": ["claude", "-p"]},
+        "reviewer": {"image": "hermes/reviewer:bench", "command": ["claude", "-p"]},
+        "runner": {"image": "hermes/runner:bench"},
+        "egress": {"implement": [{"cidr": "10.0.0.0/8", "ports": [{"port": 443}]}]},
+        "concurrency": {"maxRunning": 10000, "maxAwaitingReview": 10000},
+    })
+}
+
+/// Bench task `i`, as both runs know it.
+fn task(i: usize, ns: &str) -> HermesTask {
     serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "labels": {"bench": "raw"}},
+        "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesTask",
+        "metadata": {"name": format!("t-{i:04}"), "namespace": ns},
         "spec": {
-            "backoffLimit": 0,
-            "template": {
-                "metadata": {"labels": {"bench": "raw"}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": false,
-                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "main", "image": "hermes/runner:bench",
-                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
-                    }],
-                }
-            }
+            "repo": {"url": "https://git.example.com/o/r.git", "baseRef": "main"},
+            "task": "# Bench\nDo nothing.", "scope": ["src/**"],
         }
     }))
     .unwrap()
+}
+
+/// The Job the operator would make for `phase` of bench task `i` (same
+/// builder, same facts), without the owner reference: there is no task
+/// object behind it, and the garbage collector would take the Job away.
+fn raw_job(i: usize, ns: &str, phase: RunPhase) -> Job {
+    let t = task(i, ns);
+    let profile: HermesProfileSpec = serde_json::from_value(profile_spec()).unwrap();
+    let e = effective(&t.spec, &profile).unwrap();
+    let input = BuildInput {
+        task: &t,
+        profile: &profile,
+        effective: &e,
+    };
+    let facts = PhaseFacts {
+        base_commit: (phase != RunPhase::Prepare).then(|| kubelet::BASE.to_owned()),
+        reviewed_commit: (phase == RunPhase::Publish).then(|| kubelet::HEAD.to_owned()),
+    };
+    let mut job = builders::job(&input, phase, 1, &facts);
+    job.metadata.owner_references = None;
+    job
 }
 
 /// The raw harness: `n` chains of four Jobs; returns the wall time.
@@ -89,7 +112,7 @@ async fn raw(client: Client, ns: &str, n: usize) -> Duration {
     let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
     let w = waiting.clone();
     let follower = tokio::spawn(async move {
-        let mut stream = watcher(pods, watcher::Config::default().labels("bench=raw"))
+        let mut stream = watcher(pods, watcher::Config::default())
             .default_backoff()
             .applied_objects()
             .boxed();
@@ -111,11 +134,12 @@ async fn raw(client: Client, ns: &str, n: usize) -> Duration {
             let jobs = jobs.clone();
             let waiting = waiting.clone();
             async move {
-                for phase in PHASES {
-                    let name = format!("raw-{i:04}-{phase}");
+                for phase in RunPhase::ALL {
+                    let job = raw_job(i, ns, phase);
+                    let name = job.name_any();
                     let (tx, rx) = oneshot::channel();
-                    waiting.lock().unwrap().insert(name.clone(), tx);
-                    jobs.create(&PostParams::default(), &raw_job(&name))
+                    waiting.lock().unwrap().insert(name, tx);
+                    jobs.create(&PostParams::default(), &job)
                         .await
                         .expect("create Job");
                     rx.await.expect("pod succeeded");
@@ -134,13 +158,7 @@ async fn hermes(cluster: &TierA, ns: &str, n: usize) -> Duration {
     let profile: HermesProfile = serde_json::from_value(json!({
         "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesProfile",
         "metadata": {"name": "default"},
-        "spec": {
-            "agent": {"image": "hermes/agent:bench", "command": ["claude", "-p"]},
-            "reviewer": {"image": "hermes/reviewer:bench", "command": ["claude", "-p"]},
-            "runner": {"image": "hermes/runner:bench"},
-            "egress": {"implement": [{"cidr": "10.0.0.0/8", "ports": [{"port": 443}]}]},
-            "concurrency": {"maxRunning": 10000, "maxAwaitingReview": 10000},
-        }
+        "spec": profile_spec(),
     }))
     .unwrap();
     Api::<HermesProfile>::namespaced(client.clone(), ns)
@@ -155,15 +173,8 @@ async fn hermes(cluster: &TierA, ns: &str, n: usize) -> Duration {
         .for_each_concurrent(32, |i| {
             let tasks = tasks.clone();
             async move {
-                let t: HermesTask = serde_json::from_value(json!({
-                    "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesTask",
-                    "metadata": {"name": format!("t-{i:04}")},
-                    "spec": {
-                        "repo": {"url": "https://git.example.com/o/r.git", "baseRef": "main"},
-                        "task": "# Bench\nDo nothing.", "scope": ["src/**"],
-                    }
-                }))
-                .unwrap();
+                let mut t = task(i, ns);
+                t.metadata.namespace = None;
                 tasks
                     .create(&PostParams::default(), &t)
                     .await

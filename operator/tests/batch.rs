@@ -360,13 +360,24 @@ async fn a_thousand_tasks_keep_their_caps_and_order_and_all_end() {
             .map(|c| c.reason.clone())
             .unwrap_or_default();
         let got = (phase(t), ready.as_str());
+        let why = condition(t, "Ready")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
         match kind {
             Kind::Plain | Kind::Manual => {
-                assert_eq!(got, (Some(TaskPhase::Succeeded), "Succeeded"), "{name}")
+                assert_eq!(
+                    got,
+                    (Some(TaskPhase::Succeeded), "Succeeded"),
+                    "{name}: {why}"
+                )
             }
-            Kind::Rejected => assert_eq!(got.0, Some(TaskPhase::Rejected), "{name}"),
+            Kind::Rejected => assert_eq!(got.0, Some(TaskPhase::Rejected), "{name}: {why}"),
             Kind::After(deps) => {
-                assert_eq!(got, (Some(TaskPhase::Succeeded), "Succeeded"), "{name}");
+                assert_eq!(
+                    got,
+                    (Some(TaskPhase::Succeeded), "Succeeded"),
+                    "{name}: {why}"
+                );
                 for d in deps {
                     assert!(
                         f.succeeded_at[d] < f.started_at[name],

@@ -243,7 +243,23 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
     // A Succeeded pod is the phase's success already: the Job (backoffLimit
     // 0, one completion) records Complete only after the Job controller's
     // next sync, up to a second later, and the pod carries the result.
-    let pod_succeeded = status.and_then(|s| s.phase.as_deref()) == Some("Succeeded");
+    let pod_phase = status.and_then(|s| s.phase.as_deref());
+    let pod_succeeded = pod_phase == Some("Succeeded");
+    let job_ended = condition(job, "Complete").is_some()
+        || condition(job, "Failed").is_some_and(|(_, r)| r.as_deref() != Some("DeadlineExceeded"));
+    // The Job and its pods come through two watches, and either can be
+    // ahead: a Job that ended while the pod cache still shows its pod
+    // unfinished is read again when the pod's own update arrives (it wakes
+    // this task). Deciding now would read an absent termination message as
+    // an invalid result, or a failure as a lost pod.
+    if job_ended && pod.is_some() && !matches!(pod_phase, Some("Succeeded" | "Failed")) {
+        return JobState::Running;
+    }
+    if condition(job, "Complete").is_some() && pod.is_none() {
+        return JobState::Lost {
+            why: "the pod of the completed Job is gone, and its result with it".into(),
+        };
+    }
     if condition(job, "Complete").is_some() || pod_succeeded {
         return JobState::Succeeded {
             main: terminated_message(
@@ -388,6 +404,56 @@ mod tests {
         assert!(matches!(
             job_state(&job(), Some(&pod("Running", "result"))),
             JobState::Running
+        ));
+    }
+
+    fn ended_job(condition: &str, reason: &str) -> Job {
+        let mut job = job();
+        job.status = serde_json::from_value(json!({
+            "conditions": [{"type": condition, "status": "True", "reason": reason}],
+        }))
+        .expect("status");
+        job
+    }
+
+    #[test]
+    fn a_job_that_ended_waits_for_the_pod_cache_to_show_its_pod_ended() {
+        // The Job watch ran ahead of the pod watch: the pod still shows
+        // Running (no message yet). Reading it now would take the missing
+        // message for an invalid result, or the failure for a lost pod.
+        for (condition, reason) in [
+            ("Complete", "CompletionsReached"),
+            ("Failed", "BackoffLimitExceeded"),
+        ] {
+            assert_eq!(
+                job_state(&ended_job(condition, reason), Some(&pod("Running", ""))),
+                JobState::Running,
+                "{condition}"
+            );
+        }
+        // Once the pod shows its end, the result is read.
+        match job_state(
+            &ended_job("Complete", "CompletionsReached"),
+            Some(&pod("Succeeded", "result")),
+        ) {
+            JobState::Succeeded { main, .. } => assert_eq!(main.as_deref(), Some("result")),
+            other => panic!("{other:?}"),
+        }
+        // A deadline ends the phase whatever the pod shows.
+        assert_eq!(
+            job_state(
+                &ended_job("Failed", "DeadlineExceeded"),
+                Some(&pod("Running", ""))
+            ),
+            JobState::TimedOut
+        );
+    }
+
+    #[test]
+    fn a_completed_job_whose_pod_is_gone_is_lost_not_an_invalid_result() {
+        assert!(matches!(
+            job_state(&ended_job("Complete", "CompletionsReached"), None),
+            JobState::Lost { .. }
         ));
     }
 }
