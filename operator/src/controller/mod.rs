@@ -9,6 +9,7 @@ pub mod admission;
 pub mod apply;
 pub mod conditions;
 pub mod decide;
+pub mod index;
 pub mod observe;
 
 use std::collections::HashMap;
@@ -423,10 +424,17 @@ pub async fn run(
     // Each kind is watched once: the watch fills the cache reconciles read
     // and triggers the owning task.
     let (jobs, jobs_writer) = reflector::store();
+    let jobs_by_task = index::LabelIndex::new(LABEL_TASK);
+    let job_index = jobs_by_task.clone();
     let job_stream = watcher(api::<Job>(&client, ns), owned.clone())
         .default_backoff()
         .modify(|j: &mut Job| j.managed_fields_mut().clear())
         .reflect(jobs_writer)
+        .inspect(move |e| {
+            if let Ok(e) = e {
+                job_index.apply(e);
+            }
+        })
         .touched_objects();
     let (config_maps, cm_writer) = reflector::store();
     let cm_stream = watcher(api::<ConfigMap>(&client, ns), owned.clone())
@@ -441,6 +449,8 @@ pub async fn run(
         .reflect(claims_writer)
         .touched_objects();
     let (pods, pods_writer) = reflector::store();
+    let pods_by_task = index::LabelIndex::new(LABEL_TASK);
+    let pod_index = pods_by_task.clone();
     let pod_stream = watcher(
         api::<Pod>(&client, ns),
         watcher::Config::default().labels(LABEL_TASK),
@@ -452,6 +462,11 @@ pub async fn run(
         p.spec = None;
     })
     .reflect(pods_writer)
+    .inspect(move |e| {
+        if let Ok(e) = e {
+            pod_index.apply(e);
+        }
+    })
     .touched_objects();
     let (profiles, profiles_writer) = reflector::store();
     let profile_stream = watcher(
@@ -471,7 +486,9 @@ pub async fn run(
     let caches = observe::Caches {
         profiles,
         jobs,
+        jobs_by_task,
         pods,
+        pods_by_task,
         config_maps,
         claims,
         network_policies,

@@ -7,6 +7,7 @@
 //! watched).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hermes_crds::task::PhaseImage;
@@ -18,7 +19,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
 use super::decide::{JobState, JobView, Observed, TaskText};
-use crate::builders::{LABEL_ATTEMPT, LABEL_PHASE, LABEL_TASK, task_label};
+use super::index::LabelIndex;
+use crate::builders::{LABEL_ATTEMPT, LABEL_PHASE, task_label};
 use crate::{Error, Result};
 
 fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
@@ -35,8 +37,12 @@ pub struct Caches {
     pub profiles: Store<HermesProfile>,
     /// The Jobs the operator made (by their managed-by label).
     pub jobs: Store<Job>,
+    /// The Jobs' names by task label (a reconcile reads its own, not all).
+    pub jobs_by_task: LabelIndex,
     /// The pods of those Jobs (by the task label), without their spec.
     pub pods: Store<Pod>,
+    /// The pods' names by task label.
+    pub pods_by_task: LabelIndex,
     /// The ConfigMaps the operator made.
     pub config_maps: Store<ConfigMap>,
     /// The claims the operator made.
@@ -80,21 +86,20 @@ pub async fn observe(client: &Client, caches: &Caches, task: &HermesTask) -> Res
     let task_text = Some(task_text(client, caches, task, &ns, &uid).await?);
 
     let label = task_label(&name);
-    let mine = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-        meta.namespace.as_deref() == Some(ns.as_str())
-            && meta.labels.as_ref().and_then(|l| l.get(LABEL_TASK)) == Some(&label)
-    };
-    let job_list: Vec<_> = caches
-        .jobs
-        .state()
+    // The index names this task's objects; the cache holds them. Both are
+    // filled by the same watch, so a name the cache lacks is merely gone.
+    let job_list: Vec<Arc<Job>> = caches
+        .jobs_by_task
+        .names(&ns, &label)
         .into_iter()
-        .filter(|j| mine(&j.metadata) && owned_by(&j.metadata, &uid))
+        .filter_map(|n| caches.jobs.get(&ObjectRef::new(&n).within(&ns)))
+        .filter(|j| owned_by(&j.metadata, &uid))
         .collect();
-    let pod_list: Vec<_> = caches
-        .pods
-        .state()
+    let pod_list: Vec<Arc<Pod>> = caches
+        .pods_by_task
+        .names(&ns, &label)
         .into_iter()
-        .filter(|p| mine(&p.metadata))
+        .filter_map(|n| caches.pods.get(&ObjectRef::new(&n).within(&ns)))
         .collect();
 
     let mut views = BTreeMap::new();
