@@ -119,6 +119,16 @@ fn order_key(t: &HermesTask) -> (i32, Option<k8s_openapi::jiff::Timestamp>, Stri
     )
 }
 
+/// The tasks of a namespace by name.
+type ByName<'a> = BTreeMap<&'a str, &'a HermesTask>;
+
+fn by_name(peers: &[Arc<HermesTask>]) -> ByName<'_> {
+    peers
+        .iter()
+        .filter_map(|t| Some((t.metadata.name.as_deref()?, t.as_ref())))
+        .collect()
+}
+
 /// Where a dependency stands.
 enum Deps {
     Satisfied,
@@ -127,7 +137,7 @@ enum Deps {
 }
 
 /// The dependencies of `task`, against the other tasks of its namespace.
-fn dependencies(task: &HermesTask, by_name: &BTreeMap<String, &HermesTask>) -> Deps {
+fn dependencies(task: &HermesTask, by_name: &ByName<'_>) -> Deps {
     if let Some(cycle) = find_cycle(task, by_name) {
         return Deps::Blocked(
             reasons::DEPENDENCY_CYCLE,
@@ -136,7 +146,7 @@ fn dependencies(task: &HermesTask, by_name: &BTreeMap<String, &HermesTask>) -> D
     }
     let mut waiting = Vec::new();
     for dep in &task.spec.depends_on {
-        let Some(d) = by_name.get(&dep.0) else {
+        let Some(d) = by_name.get(dep.0.as_str()) else {
             waiting.push(format!("{} (does not exist)", dep.0));
             continue;
         };
@@ -175,7 +185,7 @@ fn dependencies(task: &HermesTask, by_name: &BTreeMap<String, &HermesTask>) -> D
 }
 
 /// A path from `task` back to itself through dependsOn, if any.
-fn find_cycle(task: &HermesTask, by_name: &BTreeMap<String, &HermesTask>) -> Option<Vec<String>> {
+fn find_cycle(task: &HermesTask, by_name: &ByName<'_>) -> Option<Vec<String>> {
     let me = task.name_any();
     // Depth-first over names, remembering the path; each name once.
     let mut seen = BTreeSet::new();
@@ -192,7 +202,7 @@ fn find_cycle(task: &HermesTask, by_name: &BTreeMap<String, &HermesTask>) -> Opt
         if !seen.insert(name.clone()) {
             continue;
         }
-        if let Some(t) = by_name.get(&name) {
+        if let Some(t) = by_name.get(name.as_str()) {
             for d in &t.spec.depends_on {
                 let mut next = path.clone();
                 next.push(d.0.clone());
@@ -219,7 +229,7 @@ enum Standing {
     Other,
 }
 
-fn standing(t: &HermesTask, granted: bool, by_name: &BTreeMap<String, &HermesTask>) -> Standing {
+fn standing(t: &HermesTask, granted: bool, by_name: &ByName<'_>) -> Standing {
     let manual = t.spec.review.mode == ReviewMode::Manual;
     if granted {
         return Standing::Running { manual };
@@ -255,6 +265,124 @@ fn waiting(phase: Option<TaskPhase>) -> bool {
     matches!(phase, None | Some(TaskPhase::Pending | TaskPhase::Queued))
 }
 
+/// A task waiting for a place.
+struct Candidate<'a> {
+    /// Approved, waiting to publish (ahead of the queue).
+    resume: bool,
+    /// Under manual review (holds a review place while it runs).
+    manual: bool,
+    task: &'a HermesTask,
+    /// The task as the cache holds it (absent for the task being assessed).
+    peer: Option<&'a Arc<HermesTask>>,
+}
+
+/// A profile's places as they stand and the tasks waiting for one.
+struct Line<'a> {
+    running: usize,
+    running_manual: usize,
+    awaiting: usize,
+    candidates: Vec<Candidate<'a>>,
+}
+
+impl<'a> Line<'a> {
+    /// Counts the places `peers` of `profile` hold (`granted`: task uids
+    /// holding a place the cache does not show yet) and lines up those
+    /// waiting, leaving out the task with uid `skip`.
+    fn of(
+        profile: &str,
+        peers: &'a [Arc<HermesTask>],
+        granted: &HashSet<String>,
+        by_name: &ByName<'a>,
+        skip: Option<&str>,
+    ) -> Self {
+        let mut line = Line {
+            running: 0,
+            running_manual: 0,
+            awaiting: 0,
+            candidates: Vec::new(),
+        };
+        for t in peers.iter().filter(|t| t.spec.profile.0 == profile) {
+            let uid = t.metadata.uid.as_deref().unwrap_or_default();
+            if skip == Some(uid) {
+                continue;
+            }
+            match standing(t, granted.contains(uid), by_name) {
+                Standing::Running { manual } => {
+                    line.running += 1;
+                    line.running_manual += usize::from(manual);
+                }
+                Standing::Awaiting => line.awaiting += 1,
+                Standing::Resume => {
+                    line.awaiting += 1;
+                    line.candidates.push(Candidate {
+                        resume: true,
+                        manual: false,
+                        task: t,
+                        peer: Some(t),
+                    });
+                }
+                Standing::Queued { manual } => line.candidates.push(Candidate {
+                    resume: false,
+                    manual,
+                    task: t,
+                    peer: Some(t),
+                }),
+                Standing::Other => {}
+            }
+        }
+        line
+    }
+
+    /// Admission order: approved tasks first, then the queue's order.
+    fn sort(&mut self) {
+        self.candidates
+            .sort_by_key(|c| (!c.resume, order_key(c.task)));
+    }
+
+    /// Admits from the front, as if every task ahead started now: how many
+    /// candidates get a place, and why the next one does not.
+    fn admit_front(&self, profile: &str, caps: &Concurrency) -> (usize, Admission) {
+        let max_running = usize::try_from(caps.max_running.max(1)).unwrap_or(1);
+        let max_awaiting = usize::try_from(caps.max_awaiting_review.max(1)).unwrap_or(1);
+        let (mut running, mut running_manual, mut awaiting) =
+            (self.running, self.running_manual, self.awaiting);
+        for (i, c) in self.candidates.iter().enumerate() {
+            if running >= max_running {
+                return (
+                    i,
+                    Admission::waiting(
+                        reasons::MAX_RUNNING,
+                        format!(
+                            "profile {profile} allows {max_running} running task(s) (maxRunning); all are taken or promised to tasks ahead in the queue"
+                        ),
+                    ),
+                );
+            }
+            if !c.resume
+                && (awaiting >= max_awaiting
+                    || (c.manual && awaiting + running_manual >= max_awaiting))
+            {
+                return (
+                    i,
+                    Admission::waiting(
+                        reasons::MAX_AWAITING_REVIEW,
+                        format!(
+                            "profile {profile} allows {max_awaiting} task(s) awaiting review (maxAwaitingReview), counting running tasks under manual review; no new task starts until a person decides"
+                        ),
+                    ),
+                );
+            }
+            running += 1;
+            if c.resume {
+                awaiting = awaiting.saturating_sub(1);
+            } else if c.manual {
+                running_manual += 1;
+            }
+        }
+        (self.candidates.len(), Admission::Granted)
+    }
+}
+
 /// Decides for `task` (asking `request`) against the tasks of its namespace
 /// (`peers`, from the cache; `task` itself may be among them) and the slots
 /// granted but not yet visible there (`granted`, task uids). Pure.
@@ -267,8 +395,7 @@ pub fn assess(
     granted: &HashSet<String>,
 ) -> Admission {
     let my_uid = task.uid().unwrap_or_default();
-    let by_name: BTreeMap<String, &HermesTask> =
-        peers.iter().map(|t| (t.name_any(), t.as_ref())).collect();
+    let by_name = by_name(peers);
     if request == Request::Start {
         match dependencies(task, &by_name) {
             Deps::Satisfied => {}
@@ -278,77 +405,29 @@ pub fn assess(
             Deps::Blocked(reason, message) => return Admission::Blocked { reason, message },
         }
     }
-    let mut running = 0usize;
-    let mut running_manual = 0usize;
-    let mut awaiting = 0usize;
-    let mut candidates: Vec<(bool, &HermesTask, bool)> = Vec::new(); // (is resume, task, manual)
-    for t in peers.iter().filter(|t| t.spec.profile.0 == profile) {
-        let uid = t.uid().unwrap_or_default();
-        if uid == my_uid {
-            continue;
-        }
-        match standing(t, granted.contains(&uid), &by_name) {
-            Standing::Running { manual } => {
-                running += 1;
-                running_manual += usize::from(manual);
-            }
-            Standing::Awaiting => awaiting += 1,
-            Standing::Resume => {
-                awaiting += 1;
-                candidates.push((true, t, false));
-            }
-            Standing::Queued { manual } => candidates.push((false, t, manual)),
-            Standing::Other => {}
-        }
-    }
-    let manual = task.spec.review.mode == ReviewMode::Manual;
+    let mut line = Line::of(profile, peers, granted, &by_name, Some(&my_uid));
     if request == Request::Resume {
         // This task's own place in AwaitingApproval.
-        awaiting += 1;
+        line.awaiting += 1;
     }
-    candidates.push((request == Request::Resume, task, manual));
-    candidates.sort_by_key(|(resume, t, _)| (!resume, order_key(t)));
-
-    let max_running = usize::try_from(caps.max_running.max(1)).unwrap_or(1);
-    let max_awaiting = usize::try_from(caps.max_awaiting_review.max(1)).unwrap_or(1);
-    let full = || {
-        Admission::waiting(
-            reasons::MAX_RUNNING,
-            format!(
-                "profile {profile} allows {max_running} running task(s) (maxRunning); all are taken or promised to tasks ahead in the queue"
-            ),
-        )
-    };
-    let review_full = || {
-        Admission::waiting(
-            reasons::MAX_AWAITING_REVIEW,
-            format!(
-                "profile {profile} allows {max_awaiting} task(s) awaiting review (maxAwaitingReview), counting running tasks under manual review; no new task starts until a person decides"
-            ),
-        )
-    };
-    // Admit in order, as if every task ahead started now.
-    for (resume, t, manual) in candidates {
-        if running >= max_running {
-            return full();
-        }
-        if !resume
-            && (awaiting >= max_awaiting || (manual && awaiting + running_manual >= max_awaiting))
-        {
-            return review_full();
-        }
-        if t.uid().unwrap_or_default() == my_uid {
-            return Admission::Granted;
-        }
-        running += 1;
-        if resume {
-            awaiting = awaiting.saturating_sub(1);
-        } else if manual {
-            running_manual += 1;
-        }
+    line.candidates.push(Candidate {
+        resume: request == Request::Resume,
+        manual: task.spec.review.mode == ReviewMode::Manual,
+        task,
+        peer: None,
+    });
+    line.sort();
+    let (admitted, why) = line.admit_front(profile, caps);
+    let mine = line
+        .candidates
+        .iter()
+        .position(|c| std::ptr::eq(c.task, task))
+        .unwrap_or(usize::MAX);
+    if mine < admitted {
+        Admission::Granted
+    } else {
+        why
     }
-    // Unreachable: the task is among the candidates.
-    full()
 }
 
 /// The tasks of `namespace` that depend on `name` and have not ended.
@@ -457,30 +536,21 @@ impl Ledger {
         let mut state = self.lock();
         let caps = state.caps.get(&key).cloned();
         let uids: HashSet<String> = state.granted(&key, peers).keys().cloned().collect();
-        let by_name: BTreeMap<String, &HermesTask> =
-            peers.iter().map(|t| (t.name_any(), t.as_ref())).collect();
-        let mut queue: Vec<(Request, &Arc<HermesTask>)> = peers
-            .iter()
-            .filter(|t| t.spec.profile.0 == profile)
-            .filter(|t| !uids.contains(&t.uid().unwrap_or_default()))
-            .filter_map(|t| match standing(t, false, &by_name) {
-                Standing::Queued { .. } => Some((Request::Start, t)),
-                Standing::Resume => Some((Request::Resume, t)),
-                _ => None,
-            })
-            .collect();
-        queue.sort_by_key(|(r, t)| (*r == Request::Start, order_key(t)));
-        let Some(caps) = caps else {
-            return queue.into_iter().take(1).map(|(_, t)| t.clone()).collect();
+        // One line for the whole profile: every waiting task that would be
+        // granted if it asked now is a prefix of it (each one's own
+        // assessment walks the same line).
+        let by_name = by_name(peers);
+        let mut line = Line::of(profile, peers, &uids, &by_name, None);
+        line.sort();
+        let admitted = match caps {
+            Some(caps) => line.admit_front(profile, &caps).0,
+            None => 1,
         };
-        let mut out = Vec::new();
-        for (request, t) in queue {
-            if assess(t, request, profile, &caps, peers, &uids) != Admission::Granted {
-                break;
-            }
-            out.push(t.clone());
-        }
-        out
+        line.candidates
+            .iter()
+            .take(admitted)
+            .filter_map(|c| c.peer.cloned())
+            .collect()
     }
 }
 
