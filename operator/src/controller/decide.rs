@@ -235,17 +235,7 @@ impl Decider<'_> {
         let message = message.into();
         self.plan.status.phase = Some(phase);
         self.plan.status.completion_time = Some(self.now.clone());
-        self.set(
-            types::READY,
-            phase == TaskPhase::Succeeded,
-            reason,
-            message.clone(),
-        );
-        self.event(
-            phase != TaskPhase::Succeeded,
-            "Ended",
-            format!("{phase:?}: {message}"),
-        );
+        self.set(types::READY, phase == TaskPhase::Succeeded, reason, message);
     }
 
     fn fail(&mut self, phase: RunPhase, reason: &str, message: impl Into<String>) {
@@ -267,8 +257,17 @@ impl Decider<'_> {
                 .old_phase
                 .map_or_else(|| "new".to_owned(), |o| format!("{o:?}"));
             // The reason is the phase entered: Events with the same reason
-            // on one object are folded into one series by the recorder.
-            self.event(false, phase_reason(p), format!("{from} → {p:?}"));
+            // on one object are folded into one series by the recorder. The
+            // end is one Event too, saying why (a Warning unless it succeeded).
+            let note = match conditions::get(&self.plan.status.conditions, types::READY) {
+                Some(ready) if p.is_terminal() => format!("{from} → {p:?}: {}", ready.message),
+                _ => format!("{from} → {p:?}"),
+            };
+            self.event(
+                p.is_terminal() && p != TaskPhase::Succeeded,
+                phase_reason(p),
+                note,
+            );
         }
         if self.plan.requeue_after.is_none()
             && !self.plan.status.phase.is_some_and(TaskPhase::is_terminal)
