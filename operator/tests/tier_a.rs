@@ -36,11 +36,32 @@ async fn happy_path_runs_every_phase_once_and_records_the_outcome() {
         .get("flag-repo")
         .await
         .expect("repo volume");
-    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &w.ns.name)
-        .list(&ListParams::default())
+    // The namespace's deny, and the prepare pod's allow list, shared by the
+    // profile's tasks: owned by the profile, selected by the pod's label.
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &w.ns.name);
+    policies
+        .get("hermes-deny")
         .await
-        .expect("policies");
-    assert_eq!(policies.items.len(), 5, "default deny + one per phase");
+        .expect("the namespace's deny");
+    let prepare = w.wait_job("flag-prepare").await;
+    let hash = prepare
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get("hermes.dev/egress").cloned())
+        .expect("the pod's allow list label");
+    let allow = policies
+        .get(&format!("hermes-egress-{hash}"))
+        .await
+        .expect("the prepare pod's allow list");
+    let owners = allow.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str()),
+        ("HermesProfile", "default")
+    );
+    assert_ne!(owners[0].block_owner_deletion, Some(true));
 
     w.through_review("flag", true).await;
     w.finish("flag-publish", "publish", &published(true)).await;
@@ -429,20 +450,30 @@ async fn deleting_the_task_removes_every_child() {
             .get_opt("gone-repo")
             .await
             .expect("pvc");
+        // The NetworkPolicies are the profile's and the namespace's, shared
+        // by tasks: none goes with one task.
         let nps = Api::<NetworkPolicy>::namespaced(client.clone(), &w.ns.name)
             .list(&ListParams::default())
             .await
             .expect("nps");
+        assert!(
+            nps.items.iter().all(|n| n
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .all(|o| o.kind != "HermesTask")),
+            "a NetworkPolicy owned by a task"
+        );
         // The PVC has the pvc-protection finalizer; a deletion timestamp is enough.
         let pvc_going = pvc.is_none_or(|p| p.metadata.deletion_timestamp.is_some());
-        if jobs.is_empty() && cms.is_none() && pvc_going && nps.items.is_empty() {
+        if jobs.is_empty() && cms.is_none() && pvc_going {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "children left after 180 s: jobs {jobs:?}, ConfigMap {}, claim going {pvc_going}, {} NetworkPolicies",
+            "children left after 180 s: jobs {jobs:?}, ConfigMap {}, claim going {pvc_going}",
             cms.is_some(),
-            nps.items.len()
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -595,6 +626,17 @@ async fn fifty_tasks_at_once_complete_with_no_duplicate_child() {
     assert_eq!(jobs.len(), 150, "three Jobs per task, no more");
     let pods = w.pods.list(&ListParams::default()).await.expect("pods");
     assert_eq!(pods.items.len(), 150, "one pod per Job");
+    // Fifty tasks of one profile share its allow lists: the namespace's
+    // deny and one per distinct phase egress (four phases at most).
+    let nps = Api::<NetworkPolicy>::namespaced(w.cluster.client.clone(), &w.ns.name)
+        .list(&ListParams::default())
+        .await
+        .expect("nps");
+    assert!(
+        (2..=5).contains(&nps.items.len()),
+        "{} NetworkPolicies for fifty tasks",
+        nps.items.len()
+    );
 }
 
 #[tokio::test]

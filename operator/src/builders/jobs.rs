@@ -22,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::storage::{repo_pvc_name, task_configmap_name};
 use super::{
-    ANNOTATION_TASK_NAME, BuildInput, LABEL_ATTEMPT, MAX_JOB_NAME, child_name, container,
-    empty_dir, labels, mount, paths, pod_security, resources,
+    ANNOTATION_TASK_NAME, BuildInput, LABEL_ATTEMPT, LABEL_EGRESS, MAX_JOB_NAME, child_name,
+    container, empty_dir, labels, mount, paths, pod_security, resources,
 };
 
 /// What earlier phases established, as recorded in status.
@@ -533,6 +533,11 @@ pub fn job(input: &BuildInput<'_>, phase: RunPhase, attempt: u32, facts: &PhaseF
     pod_labels.insert(LABEL_ATTEMPT.to_owned(), attempt.to_string());
     let mut meta = input.meta(job_name(input.name(), phase, attempt), Some(phase));
     meta.labels = Some(pod_labels.clone());
+    // The pod (not the Job) is what its allow list selects.
+    pod_labels.insert(
+        LABEL_EGRESS.to_owned(),
+        super::network::egress_label(input, phase),
+    );
     let deadline = i64::try_from(input.effective.timeout(phase).as_secs()).unwrap_or(i64::MAX);
     Job {
         metadata: meta,

@@ -4,8 +4,8 @@
 //! ```text
 //!   <task>-task             ConfigMap  the task file, immutable, mounted read-only
 //!   <task>-repo             PVC        the repo volume
-//!   <task>-deny             NetworkPolicy  default deny, ingress and egress
-//!   <task>-egress-<phase>   NetworkPolicy  one allow list per phase
+//!   hermes-deny             NetworkPolicy  the namespace's default deny for task pods
+//!   hermes-egress-<hash>    NetworkPolicy  an allow list, shared by the pods labelled with its hash
 //!   <task>-<phase>[-<n>]    Job        one per phase and infrastructure attempt
 //! ```
 
@@ -29,13 +29,17 @@ mod network;
 mod storage;
 
 pub use jobs::{PhaseFacts, job, job_name};
-pub use network::{METADATA_ADDRESSES, network_policies};
+pub use network::{
+    DENY_POLICY, METADATA_ADDRESSES, deny_policy, egress_label, egress_policy, network_policies,
+};
 pub use storage::{repo_pvc, repo_pvc_name, task_configmap, task_configmap_name, task_file_sha256};
 
 /// Label naming the task (shortened with a hash when the name is too long for a label).
 pub const LABEL_TASK: &str = "hermes.dev/task";
 /// Label naming the phase of a Job and its pod.
 pub const LABEL_PHASE: &str = "hermes.dev/phase";
+/// Label on phase pods naming the allow list their NetworkPolicy holds.
+pub const LABEL_EGRESS: &str = "hermes.dev/egress";
 /// Label carrying the infrastructure attempt of a Job.
 pub const LABEL_ATTEMPT: &str = "hermes.dev/attempt";
 /// Annotation on pods carrying the task's full name (labels are length-bound).

@@ -345,9 +345,17 @@ fn metadata_addresses_are_always_excepted() {
         profile: &p,
         effective: &e,
     });
+    let hash = egress_label(
+        &BuildInput {
+            task: &t,
+            profile: &p,
+            effective: &e,
+        },
+        RunPhase::Implement,
+    );
     let implement = policies
         .iter()
-        .find(|n| n.metadata.name.as_deref() == Some("add-verbose-flag-egress-implement"))
+        .find(|n| n.metadata.name.as_deref() == Some(format!("hermes-egress-{hash}").as_str()))
         .expect("implement policy");
     let text = serde_json::to_string(implement).expect("json");
     assert!(
@@ -380,13 +388,108 @@ fn default_deny_covers_ingress_and_egress_of_every_task_pod() {
         effective: &e,
     });
     let deny = &policies[0];
+    assert_eq!(deny.metadata.name.as_deref(), Some(DENY_POLICY));
     let spec = deny.spec.as_ref().expect("spec");
     assert_eq!(
         spec.policy_types.as_deref(),
         Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
     );
     assert!(spec.ingress.is_none() && spec.egress.is_none());
-    assert_eq!(policies.len(), 5);
+    // Every pod with a task label, whatever else it carries (the diff pod
+    // has no phase and no allow list).
+    let selector = spec.pod_selector.as_ref().expect("selector");
+    assert!(selector.match_labels.is_none());
+    let exprs = selector.match_expressions.as_ref().expect("expressions");
+    assert_eq!(exprs.len(), 1);
+    assert_eq!(
+        (exprs[0].key.as_str(), exprs[0].operator.as_str()),
+        (LABEL_TASK, "Exists")
+    );
+    // Each allow list denies ingress too, and opens none.
+    for np in &policies[1..] {
+        let spec = np.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
+        );
+        assert!(spec.ingress.is_none());
+    }
+    // prepare and publish share their allow list (the same git host).
+    assert_eq!(policies.len(), 4);
+}
+
+#[test]
+fn each_phase_pod_is_selected_by_the_allow_list_of_exactly_its_rules() {
+    let (t, p) = (task(json!({})), profile());
+    let e = effective(&t.spec, &p).expect("fits");
+    let input = BuildInput {
+        task: &t,
+        profile: &p,
+        effective: &e,
+    };
+    let policies = network_policies(&input);
+    for phase in RunPhase::ALL {
+        let labels = build(&t, &p, phase, 1)
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.labels)
+            .expect("pod labels");
+        let selecting: Vec<_> = policies[1..]
+            .iter()
+            .filter(|np| {
+                let sel = np.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
+                sel.and_then(|s| s.match_labels.as_ref())
+                    .is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            })
+            .collect();
+        assert_eq!(selecting.len(), 1, "{phase:?}: one allow list");
+        let rules =
+            serde_json::to_string(&selecting[0].spec.as_ref().and_then(|s| s.egress.clone()))
+                .expect("json");
+        let own = &p.egress;
+        let cidr = match phase {
+            RunPhase::Prepare => &own.prepare[0].cidr.0,
+            RunPhase::Implement => &own.implement[0].cidr.0,
+            RunPhase::Review => &own.review[0].cidr.0,
+            RunPhase::Publish => &own.publish[0].cidr.0,
+        };
+        assert!(
+            rules.contains(&format!("\"cidr\":\"{cidr}\"")),
+            "{phase:?}: {rules}"
+        );
+        // The Job itself is not selected (only its pod runs).
+        assert!(
+            build(&t, &p, phase, 1)
+                .metadata
+                .labels
+                .is_some_and(|l| !l.contains_key(LABEL_EGRESS))
+        );
+    }
+}
+
+#[test]
+fn allow_lists_are_shared_by_equal_egress_and_never_across_profiles() {
+    let p = profile();
+    let label = |t: &HermesTask| {
+        let e = effective(&t.spec, &p).expect("fits");
+        egress_label(
+            &BuildInput {
+                task: t,
+                profile: &p,
+                effective: &e,
+            },
+            RunPhase::Implement,
+        )
+    };
+    let a = task(json!({}));
+    let mut b = task(json!({}));
+    b.metadata.name = Some("another-task".into());
+    assert_eq!(label(&a), label(&b), "same profile, same rules: one policy");
+    let narrowed = task(json!({"egress": [{"cidr": "10.1.0.0/16", "ports": [{"port": 443}]}]}));
+    assert_ne!(label(&a), label(&narrowed), "a narrowed task has its own");
+    let other = task(json!({"profile": "other"}));
+    assert_ne!(label(&a), label(&other), "another profile has its own");
+    assert_eq!(label(&a).len(), 32);
 }
 
 #[test]

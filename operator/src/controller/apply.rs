@@ -95,12 +95,30 @@ pub async fn execute(
                 )
                 .await?;
             }
+            // The allow lists are shared by the profile's tasks and go with
+            // the profile (an owner that does not block its deletion); the
+            // deny stays with the namespace. Most phase starts find them all
+            // in the cache as they should be, and write nothing.
+            let profile_owner = caches
+                .profiles
+                .get(&ObjectRef::new(&task.spec.profile.0).within(&ns))
+                .and_then(|p| p.controller_owner_ref(&()))
+                .map(|mut o| {
+                    o.controller = None;
+                    o.block_owner_deletion = None;
+                    vec![o]
+                });
             let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
-            for np in builders::network_policies(&input) {
+            for mut np in builders::network_policies(&input) {
+                if np.metadata.name.as_deref() != Some(builders::DENY_POLICY) {
+                    np.metadata.owner_references = profile_owner.clone();
+                }
                 let cached = caches.network_policies.get(&ObjectRef::from(&np));
-                if cached
-                    .is_none_or(|c| c.spec != np.spec || c.metadata.labels != np.metadata.labels)
-                {
+                if cached.is_none_or(|c| {
+                    c.spec != np.spec
+                        || c.metadata.labels != np.metadata.labels
+                        || c.metadata.owner_references != np.metadata.owner_references
+                }) {
                     apply(&policies, &np).await?;
                 }
             }
