@@ -432,7 +432,8 @@ mod tests {
                 .iter()
                 .any(|m| m["readOnly"] == true)
         );
-        // Selected by the task's default-deny NetworkPolicy, and owned by the task.
+        // Selected by the namespace's default-deny NetworkPolicy (no allow
+        // list selects it), and owned by the task.
         assert_eq!(v["metadata"]["labels"][LABEL_TASK], "add-flag");
         assert!(v["metadata"]["labels"].get("hermes.dev/phase").is_none());
         assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "u-1");

@@ -7,7 +7,7 @@
 //!  watch owned Jobs, pods of task Jobs ─────┘        │
 //!      1. narrowing: effective settings = profile ∩ task, or ProfileViolation
 //!      2. children (builders, pure): ConfigMap <task>-task, PVC <task>-repo,
-//!         NetworkPolicies <task>-deny + <task>-egress-<phase>,
+//!         NetworkPolicies hermes-deny + hermes-egress-<hash> (shared),
 //!         Job <task>-<phase>[-<attempt>]  (server-side apply, ownerReferences)
 //!      3. observe the current phase's Job and pod; read its result
 //!         (termination message, strict decode) → facts in status
