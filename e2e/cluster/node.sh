@@ -340,11 +340,16 @@ node_cleanup() {
   pkill -9 -f "^$K8S_BIN/kubelet" 2>/dev/null || true
   # Whatever is left of the kubelet's, kube-proxy's, kube-router's and the
   # CNI plugins' chains: each table is written back without them.
-  local table save
+  # (Read into a variable first: under pipefail, `save | grep -q` fails
+  # whenever grep stops reading before a long save is written out, and the
+  # table would be skipped.)
+  local table save rules
   for save in iptables ip6tables; do
     for table in filter nat mangle; do
-      if "$save-save" -t "$table" 2>/dev/null | grep -qE -- '(KUBE|CNI)-'; then
-        "$save-save" -t "$table" | grep -vE -- '(KUBE|CNI)-' | "$save-restore" -T "$table" || true
+      rules=$("$save-save" -t "$table" 2>/dev/null || true)
+      if grep -qE -- '(KUBE|CNI)-' <<<"$rules"; then
+        grep -vE -- '(KUBE|CNI)-' <<<"$rules" | "$save-restore" -T "$table" ||
+          log "warning: $save-restore -T $table failed"
       fi
     done
   done
