@@ -60,6 +60,7 @@ where
 pub async fn execute(
     client: &Client,
     caches: &Caches,
+    recent: &super::Recent,
     recorder: &Recorder,
     task: &HermesTask,
     plan: &Plan,
@@ -119,7 +120,15 @@ pub async fn execute(
                         || c.metadata.labels != np.metadata.labels
                         || c.metadata.owner_references != np.metadata.owner_references
                 }) {
-                    apply(&policies, &np).await?;
+                    // Shared: another task's reconcile may have just written it.
+                    let key = format!("{ns}/{}", np.metadata.name.as_deref().unwrap_or_default());
+                    let body = serde_json::to_string(&np).unwrap_or_default();
+                    if !recent.written_lately(key.clone(), body)
+                        && let Err(e) = apply(&policies, &np).await
+                    {
+                        recent.unwrite(&key);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -144,7 +153,16 @@ pub async fn execute(
     }
     if plan.delete_volume {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-        delete(&pvcs, &builders::repo_pvc_name(&name)).await?;
+        let claim = builders::repo_pvc_name(&name);
+        // Once: the reconciles before the cache shows the deletion would
+        // delete it again.
+        let key = format!("{ns}/{claim}/{}", task.uid().unwrap_or_default());
+        if !recent.written_lately(key.clone(), "deleted".into())
+            && let Err(e) = delete(&pvcs, &claim).await
+        {
+            recent.unwrite(&key);
+            return Err(e);
+        }
     }
 
     let old = task.status.clone().unwrap_or_default();

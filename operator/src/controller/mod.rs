@@ -65,6 +65,10 @@ pub struct Recent {
     status: std::sync::Mutex<HashMap<String, u64>>,
     /// Jobs applied, not yet in the Job cache: (phase, attempt, name, when).
     jobs: std::sync::Mutex<HashMap<String, Vec<AppliedJob>>>,
+    /// Shared objects written (a NetworkPolicy's body) and claims deleted,
+    /// by `namespace/name`: in a burst, many reconciles run before the
+    /// cache shows the first one's write.
+    writes: std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>,
 }
 
 /// A Job applied: its phase, attempt, name and when.
@@ -137,6 +141,24 @@ impl Recent {
         if list.is_empty() {
             all.remove(&uid);
         }
+    }
+
+    /// True when this process wrote `body` as `key` within the grace (the
+    /// cache may not show it yet); otherwise remembers it as written now.
+    /// Old entries are forgotten on the way.
+    pub fn written_lately(&self, key: String, body: String) -> bool {
+        let mut writes = Self::lock(&self.writes);
+        writes.retain(|_, (_, at)| at.elapsed() <= APPLIED_JOB_GRACE);
+        if writes.get(&key).is_some_and(|(b, _)| *b == body) {
+            return true;
+        }
+        writes.insert(key, (body, std::time::Instant::now()));
+        false
+    }
+
+    /// Forgets a write that failed, so the next reconcile tries it again.
+    pub fn unwrite(&self, key: &str) {
+        Self::lock(&self.writes).remove(key);
     }
 
     fn forget(&self, task: &HermesTask) {
@@ -311,7 +333,16 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
             // admission checks): the place goes back.
             ctx.ledger.release(&task);
         }
-        match apply::execute(&ctx.client, &ctx.caches, &ctx.recorder, &task, &plan).await {
+        match apply::execute(
+            &ctx.client,
+            &ctx.caches,
+            &ctx.recent,
+            &ctx.recorder,
+            &task,
+            &plan,
+        )
+        .await
+        {
             Ok(version) => {
                 if let Some((phase, attempt)) = plan.create_job {
                     ctx.recent.applied_job(&task, phase, attempt);
@@ -531,4 +562,25 @@ pub async fn run(
         })
         .await;
     scheduler.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    #[test]
+    fn a_shared_write_is_made_once_while_the_cache_may_not_show_it() {
+        let recent = Recent::default();
+        let key = || "ns/hermes-egress-abc".to_owned();
+        assert!(!recent.written_lately(key(), "v1".into()), "first: write");
+        assert!(recent.written_lately(key(), "v1".into()), "again: skip");
+        // Another body is another write (a profile changed its egress).
+        assert!(!recent.written_lately(key(), "v2".into()));
+        assert!(recent.written_lately(key(), "v2".into()));
+        // A write that failed is forgotten, and made again.
+        recent.unwrite(&key());
+        assert!(!recent.written_lately(key(), "v2".into()));
+        // Other keys are their own.
+        assert!(!recent.written_lately("ns/other".into(), "v2".into()));
+    }
 }
