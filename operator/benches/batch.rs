@@ -29,7 +29,7 @@ use hermes_e2e::TierA;
 use hermes_operator::builders::{self, BuildInput, PhaseFacts};
 use hermes_operator::narrowing::effective;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -206,6 +206,36 @@ async fn hermes(cluster: &TierA, ns: &str, n: usize) -> Duration {
     t0.elapsed()
 }
 
+/// Waits (up to ten minutes) until no namespace is being deleted: a test or
+/// bench that just ended leaves thousands of Jobs and pods for the
+/// namespace controller to delete, and that work would land on whichever
+/// run it overlaps.
+async fn settle(client: &Client) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut told = false;
+    loop {
+        let terminating = namespaces
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|n| n.metadata.deletion_timestamp.is_some())
+                    .count()
+            })
+            .unwrap_or(0);
+        if terminating == 0 || Instant::now() > deadline {
+            return;
+        }
+        if !told {
+            eprintln!("batch bench: waiting for {terminating} namespace(s) being deleted");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -220,6 +250,7 @@ async fn main() {
         return;
     };
     cluster.install_crds().await.expect("CRDs");
+    settle(&cluster.client).await;
 
     let raw_ns = cluster.namespace("bench-raw").await.unwrap();
     let kubelet = kubelet::Kubelet::start(cluster.client.clone(), &raw_ns.name, 32);
