@@ -123,11 +123,9 @@ pub async fn execute(
                     // Shared: another task's reconcile may have just written it.
                     let key = format!("{ns}/{}", np.metadata.name.as_deref().unwrap_or_default());
                     let body = serde_json::to_string(&np).unwrap_or_default();
-                    if !recent.written_lately(key.clone(), body)
-                        && let Err(e) = apply(&policies, &np).await
-                    {
-                        recent.unwrite(&key);
-                        return Err(e);
+                    if !recent.written_lately(&key, &body) {
+                        apply(&policies, &np).await?;
+                        recent.wrote(key, body);
                     }
                 }
             }
@@ -157,11 +155,9 @@ pub async fn execute(
         // Once: the reconciles before the cache shows the deletion would
         // delete it again.
         let key = format!("{ns}/{claim}/{}", task.uid().unwrap_or_default());
-        if !recent.written_lately(key.clone(), "deleted".into())
-            && let Err(e) = delete(&pvcs, &claim).await
-        {
-            recent.unwrite(&key);
-            return Err(e);
+        if !recent.written_lately(&key, "deleted") {
+            delete(&pvcs, &claim).await?;
+            recent.wrote(key, "deleted".into());
         }
     }
 

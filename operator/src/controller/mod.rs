@@ -144,21 +144,17 @@ impl Recent {
     }
 
     /// True when this process wrote `body` as `key` within the grace (the
-    /// cache may not show it yet); otherwise remembers it as written now.
-    /// Old entries are forgotten on the way.
-    pub fn written_lately(&self, key: String, body: String) -> bool {
+    /// cache may not show it yet). Old entries are forgotten on the way.
+    pub fn written_lately(&self, key: &str, body: &str) -> bool {
         let mut writes = Self::lock(&self.writes);
         writes.retain(|_, (_, at)| at.elapsed() <= APPLIED_JOB_GRACE);
-        if writes.get(&key).is_some_and(|(b, _)| *b == body) {
-            return true;
-        }
-        writes.insert(key, (body, std::time::Instant::now()));
-        false
+        writes.get(key).is_some_and(|(b, _)| b == body)
     }
 
-    /// Forgets a write that failed, so the next reconcile tries it again.
-    pub fn unwrite(&self, key: &str) {
-        Self::lock(&self.writes).remove(key);
+    /// Remembers a write that succeeded (only then: a reconcile that skips
+    /// it must find it done, not in flight).
+    pub fn wrote(&self, key: String, body: String) {
+        Self::lock(&self.writes).insert(key, (body, std::time::Instant::now()));
     }
 
     fn forget(&self, task: &HermesTask) {
@@ -571,16 +567,15 @@ mod tests {
     #[test]
     fn a_shared_write_is_made_once_while_the_cache_may_not_show_it() {
         let recent = Recent::default();
-        let key = || "ns/hermes-egress-abc".to_owned();
-        assert!(!recent.written_lately(key(), "v1".into()), "first: write");
-        assert!(recent.written_lately(key(), "v1".into()), "again: skip");
+        let key = "ns/hermes-egress-abc";
+        assert!(!recent.written_lately(key, "v1"), "not written yet");
+        recent.wrote(key.into(), "v1".into());
+        assert!(recent.written_lately(key, "v1"), "written: skip");
         // Another body is another write (a profile changed its egress).
-        assert!(!recent.written_lately(key(), "v2".into()));
-        assert!(recent.written_lately(key(), "v2".into()));
-        // A write that failed is forgotten, and made again.
-        recent.unwrite(&key());
-        assert!(!recent.written_lately(key(), "v2".into()));
+        assert!(!recent.written_lately(key, "v2"));
+        recent.wrote(key.into(), "v2".into());
+        assert!(recent.written_lately(key, "v2"));
         // Other keys are their own.
-        assert!(!recent.written_lately("ns/other".into(), "v2".into()));
+        assert!(!recent.written_lately("ns/other", "v2"));
     }
 }
