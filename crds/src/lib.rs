@@ -16,10 +16,12 @@
 //! operator. `cargo run -p hermes-crds --bin crdgen` writes the CRD YAML into
 //! `charts/hermes/crds/`; a test fails when the checked-in copy is stale.
 
+pub mod gateway;
+pub mod hosts;
 pub mod profile;
 pub mod rules;
 pub mod shared;
-mod status;
+pub mod status;
 pub mod task;
 pub mod validation;
 #[cfg(any(test, feature = "test-vectors"))]

@@ -8,9 +8,10 @@ use kube::CustomResource;
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
+use crate::hosts::HostRule;
 use crate::rules::{CelRule, add_cel};
 use crate::shared::{Budget, EgressRule, RunPhase};
-use crate::validation::{ImageRef, ObjectName, ScopeGlob, Timeout};
+use crate::validation::{Cidr, ImageRef, ObjectName, ScopeGlob, Timeout, Usd};
 
 /// The boundary tasks run in, set by the platform team: images, egress,
 /// credentials, isolation, budgets and caps. A HermesTask names a profile and
@@ -31,6 +32,7 @@ use crate::validation::{ImageRef, ObjectName, ScopeGlob, Timeout};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = profile_spec_rules)]
 pub struct HermesProfileSpec {
     /// The implementing agent: image and command. It runs in the implement
     /// phase with the task file as its prompt.
@@ -53,8 +55,20 @@ pub struct HermesProfileSpec {
     pub egress: PhaseEgress,
 
     /// The cluster DNS resolver the pods may query (and nothing else on port 53).
+    /// Pods of phases that use the gateway (implement and review, when `model`
+    /// is set) get no DNS at all: the gateway resolves names for them.
     #[serde(default)]
     pub dns: DnsSpec,
+
+    /// The model gateway: where the agent's and the reviewer's model requests
+    /// go. Set, the agent and the reviewer never hold a model key: each pod
+    /// gets a credential of its own for the Hermes gateway, which holds the
+    /// real key, forwards to the upstream named here, counts usage and stops
+    /// the run at its budget; their pods may reach the gateway and nothing
+    /// else but `egress` CIDR rules. Mutually exclusive with `secrets.model`
+    /// and `secrets.reviewerModel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
 
     /// Names of Secrets (in the task's namespace) holding credentials. Each is
     /// mounted only in the phase that needs it, as files.
@@ -94,6 +108,98 @@ pub struct HermesProfileSpec {
     /// The deterministic checks the review applies whatever the model says.
     #[serde(default)]
     pub policy: ReviewPolicy,
+}
+
+fn profile_spec_rules(schema: &mut Schema) {
+    add_cel(
+        schema,
+        &[CelRule::new(
+            "!has(self.model) || !has(self.secrets) || (!has(self.secrets.model) && !has(self.secrets.reviewerModel))",
+            "secrets.model and secrets.reviewerModel must be unset when model is set: with the gateway, no task pod holds a model key",
+        )
+        .at(".model")],
+    );
+}
+
+/// The model gateway's routes for a profile's agents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Where the implementing agent's model requests go.
+    pub agent: ModelUpstream,
+    /// Where the reviewer's go. Unset: the same as `agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<ModelUpstream>,
+    /// Prices per million tokens, by model. The gateway prices what it counts
+    /// with this table; a cost budget cannot run a model the table lacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub prices: Vec<ModelPrice>,
+}
+
+impl ModelSpec {
+    /// The upstream of a phase's agent CLI (review: the reviewer's).
+    pub fn upstream(&self, phase: RunPhase) -> &ModelUpstream {
+        match phase {
+            RunPhase::Review => self.reviewer.as_ref().unwrap_or(&self.agent),
+            _ => &self.agent,
+        }
+    }
+
+    /// The price row of `model`: an exact name first, else the longest
+    /// prefix pattern (`claude-sonnet-4-5*`) that matches.
+    pub fn price(&self, model: &str) -> Option<&ModelPrice> {
+        self.prices.iter().find(|p| p.model == model).or_else(|| {
+            self.prices
+                .iter()
+                .filter_map(|p| {
+                    let prefix = p.model.strip_suffix('*')?;
+                    model.starts_with(prefix).then_some((prefix.len(), p))
+                })
+                .max_by_key(|(n, _)| *n)
+                .map(|(_, p)| p)
+        })
+    }
+}
+
+/// One model API upstream of the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelUpstream {
+    /// The API's base URL (`https://api.anthropic.com`): http or https, no
+    /// user information, no query. Request paths are appended to it.
+    #[schemars(
+        length(min = 8, max = 2048),
+        regex(pattern = r"^https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~%!$&'()*+,;=:@/\-]*)?$")
+    )]
+    pub url: String,
+    /// The name of a model credential the gateway holds (the chart's
+    /// `gateway.modelCredentials`): its key is sent upstream in place of the
+    /// task's gateway credential.
+    pub credential: ObjectName,
+}
+
+/// Prices of one model (or of the models a `*` pattern names), in US dollars
+/// per million tokens, as decimal strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelPrice {
+    /// The model name the API reports (`claude-sonnet-4-5`), or a prefix
+    /// ending in `*` (`claude-sonnet-4-5*`); an exact name wins, then the
+    /// longest prefix.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9._:@/\-]+\*?$")
+    )]
+    pub model: String,
+    /// Input tokens (cache reads and writes excluded).
+    pub input: Usd,
+    /// Output tokens.
+    pub output: Usd,
+    /// Tokens read from the prompt cache.
+    pub cache_read: Usd,
+    /// Tokens written to the prompt cache.
+    pub cache_write: Usd,
 }
 
 fn default_infrastructure_retries() -> i32 {
@@ -160,6 +266,61 @@ pub struct PhaseEgress {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub publish: Vec<EgressRule>,
+    /// Host names each phase may reach through the gateway's egress proxy
+    /// (HTTP CONNECT and plain-HTTP forwarding), the way to allow endpoints
+    /// behind CDNs whose addresses no CIDR can follow. Needs `model` (the
+    /// gateway); today implement and review use them.
+    #[serde(default, skip_serializing_if = "PhaseHosts::is_empty")]
+    pub hosts: PhaseHosts,
+}
+
+/// Host allowlists, one per phase, and the private ranges they may reach.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseHosts {
+    /// Hosts the prepare pod may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub prepare: Vec<HostRule>,
+    /// Hosts the implement pod (the agent) may reach: package registries,
+    /// documentation sites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub implement: Vec<HostRule>,
+    /// Hosts the review pod may reach (usually none: the model API is the
+    /// gateway's own route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub review: Vec<HostRule>,
+    /// Hosts the publish pod may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub publish: Vec<HostRule>,
+    /// Private address ranges (RFC 1918, unique-local, shared) a listed host
+    /// may resolve into, for registries inside the company network. The
+    /// proxy refuses every other private address, and always loopback,
+    /// link-local and metadata addresses, the cluster's own ranges and the
+    /// nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub allow_private: Vec<Cidr>,
+}
+
+impl PhaseHosts {
+    /// Whether no phase lists a host.
+    pub fn is_empty(&self) -> bool {
+        RunPhase::ALL.iter().all(|p| self.get(*p).is_empty()) && self.allow_private.is_empty()
+    }
+
+    /// The host allowlist of one phase.
+    pub fn get(&self, phase: RunPhase) -> &[HostRule] {
+        match phase {
+            RunPhase::Prepare => &self.prepare,
+            RunPhase::Implement => &self.implement,
+            RunPhase::Review => &self.review,
+            RunPhase::Publish => &self.publish,
+        }
+    }
 }
 
 impl PhaseEgress {

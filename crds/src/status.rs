@@ -262,7 +262,11 @@ pub struct PublishOutcome {
     pub retried_for: Option<String>,
 }
 
-/// What the agent used.
+/// What the agent used. With the gateway (a profile with `model`), the top
+/// figures are the gateway's count of the implement phase, updated while it
+/// runs and final when it ends; the agent's own report is kept beside them
+/// as `reported`, never trusted. Without the gateway they are the agent's
+/// report (`source: Agent`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
@@ -281,10 +285,97 @@ pub struct Usage {
     /// Input tokens written to the prompt cache.
     #[serde(default)]
     pub cache_creation_tokens: i64,
-    /// Cost in US dollars as a decimal string, as the agent CLI computed it.
+    /// Cost in US dollars as a decimal string: priced by the gateway from the
+    /// profile's table, or as the agent CLI computed it (`source: Agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{1,9}(\.[0-9]{1,9})?$"))]
     pub cost_usd: Option<String>,
+    /// Who counted the figures above: `Gateway` (authoritative) or `Agent`
+    /// (the agent's own report, when the profile has no gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<UsageSource>,
+    /// The implementing agent's own report of its usage, kept for
+    /// comparison; never used for a decision when the gateway counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<UsageFigures>,
+    /// The reviewer's usage, as the gateway counted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<UsageFigures>,
+    /// The raw counts the figures are summed from: one per gateway instance
+    /// and phase (an instance's count only grows; a restarted gateway is a
+    /// new instance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub meters: Vec<UsageMeter>,
+}
+
+/// Who counted a task's usage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum UsageSource {
+    /// The Hermes gateway, which forwarded every model request.
+    Gateway,
+    /// The agent CLI's own report.
+    Agent,
+}
+
+/// Usage figures of one agent CLI.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageFigures {
+    /// Model requests (turns).
+    #[serde(default)]
+    pub turns: i64,
+    /// Input tokens, cache reads and writes excluded.
+    #[serde(default)]
+    pub input_tokens: i64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: i64,
+    /// Input tokens read from the prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: i64,
+    /// Input tokens written to the prompt cache.
+    #[serde(default)]
+    pub cache_creation_tokens: i64,
+    /// Cost in US dollars as a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,9}(\.[0-9]{1,9})?$"))]
+    pub cost_usd: Option<String>,
+}
+
+/// What one gateway instance counted for one phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageMeter {
+    /// The gateway instance (random per gateway start).
+    #[schemars(length(min = 1, max = 64))]
+    pub instance: String,
+    /// The phase counted.
+    pub phase: RunPhase,
+    /// Model requests.
+    #[serde(default)]
+    pub turns: i64,
+    /// Input tokens, cache excluded.
+    #[serde(default)]
+    pub input_tokens: i64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: i64,
+    /// Cache reads.
+    #[serde(default)]
+    pub cache_read_tokens: i64,
+    /// Cache writes.
+    #[serde(default)]
+    pub cache_creation_tokens: i64,
+    /// Cost in picodollars (10⁻¹² USD), exact.
+    #[serde(default)]
+    pub cost_pico_usd: i64,
+    /// Tokens of models the profile's price table lacks.
+    #[serde(default)]
+    pub unpriced_tokens: i64,
+    /// Requests the gateway refused because the budget was spent.
+    #[serde(default)]
+    pub refused_for_budget: i64,
 }
 
 /// The image one container of a phase ran.

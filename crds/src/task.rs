@@ -105,6 +105,14 @@ pub struct HermesTaskSpec {
     #[schemars(length(max = 32))]
     pub egress: Option<Vec<EgressRule>>,
 
+    /// Narrows the implement phase's host allowlist (the profile's
+    /// `egress.hosts.implement`): each rule must lie inside one of the
+    /// profile's (same or narrower name, a subset of its ports). Unset means
+    /// the profile's list; an empty list allows no host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub egress_hosts: Option<Vec<crate::hosts::HostRule>>,
+
     /// Admission order among queued tasks of the same profile: higher first,
     /// then older first. From -1000 to 1000; default 0.
     #[serde(default)]
