@@ -117,7 +117,12 @@ fn profile_spec_rules(schema: &mut Schema) {
             "!has(self.model) || !has(self.secrets) || (!has(self.secrets.model) && !has(self.secrets.reviewerModel))",
             "secrets.model and secrets.reviewerModel must be unset when model is set: with the gateway, no task pod holds a model key",
         )
-        .at(".model")],
+        .at(".model"),
+        CelRule::new(
+            "!has(self.egress) || !has(self.egress.hosts) || has(self.model)",
+            "egress.hosts needs model: host names are reached through the Hermes gateway's proxy",
+        )
+        .at(".egress.hosts")],
     );
 }
 
@@ -266,22 +271,20 @@ pub struct PhaseEgress {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub publish: Vec<EgressRule>,
-    /// Host names each phase may reach through the gateway's egress proxy
-    /// (HTTP CONNECT and plain-HTTP forwarding), the way to allow endpoints
-    /// behind CDNs whose addresses no CIDR can follow. Needs `model` (the
-    /// gateway); today implement and review use them.
+    /// Host names the implement and review pods may reach through the
+    /// gateway's egress proxy (HTTP CONNECT and plain-HTTP forwarding): the
+    /// way to allow endpoints behind CDNs whose addresses no CIDR can
+    /// follow. Needs `model` (the gateway).
     #[serde(default, skip_serializing_if = "PhaseHosts::is_empty")]
     pub hosts: PhaseHosts,
 }
 
-/// Host allowlists, one per phase, and the private ranges they may reach.
+/// Host allowlists of the phases whose pods use the gateway (implement and
+/// review), and the private ranges they may reach. Prepare and publish
+/// reach the git host by CIDR rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseHosts {
-    /// Hosts the prepare pod may reach.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub prepare: Vec<HostRule>,
     /// Hosts the implement pod (the agent) may reach: package registries,
     /// documentation sites.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -292,10 +295,6 @@ pub struct PhaseHosts {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub review: Vec<HostRule>,
-    /// Hosts the publish pod may reach.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub publish: Vec<HostRule>,
     /// Private address ranges (RFC 1918, unique-local, shared) a listed host
     /// may resolve into, for registries inside the company network. The
     /// proxy refuses every other private address, and always loopback,
@@ -309,16 +308,15 @@ pub struct PhaseHosts {
 impl PhaseHosts {
     /// Whether no phase lists a host.
     pub fn is_empty(&self) -> bool {
-        RunPhase::ALL.iter().all(|p| self.get(*p).is_empty()) && self.allow_private.is_empty()
+        self.implement.is_empty() && self.review.is_empty() && self.allow_private.is_empty()
     }
 
-    /// The host allowlist of one phase.
+    /// The host allowlist of one phase (none for prepare and publish).
     pub fn get(&self, phase: RunPhase) -> &[HostRule] {
         match phase {
-            RunPhase::Prepare => &self.prepare,
             RunPhase::Implement => &self.implement,
             RunPhase::Review => &self.review,
-            RunPhase::Publish => &self.publish,
+            RunPhase::Prepare | RunPhase::Publish => &[],
         }
     }
 }

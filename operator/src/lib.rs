@@ -23,6 +23,7 @@
 
 pub mod builders;
 pub mod controller;
+pub mod gateway;
 pub mod leader;
 pub mod metrics;
 pub mod narrowing;

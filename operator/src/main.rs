@@ -13,7 +13,12 @@
 //! - `HERMES_LEADER_ELECTION=false` turns leader election off (one replica only);
 //! - `HERMES_LEASE_NAMESPACE` (default `POD_NAMESPACE`, else the first watched
 //!   namespace, else `default`) holds the `hermes-operator` Lease;
-//! - `POD_NAME` names this replica in Events and in the Lease.
+//! - `POD_NAME` names this replica in Events and in the Lease;
+//! - `HERMES_GATEWAY_SERVICE` names the Hermes gateway's Service (in
+//!   `HERMES_GATEWAY_NAMESPACE`, default `POD_NAMESPACE`) and
+//!   `HERMES_GATEWAY_KEY_FILE` the key that mints each phase's gateway
+//!   credential; unset, profiles that route their model through the gateway
+//!   (`spec.model`) fail their tasks with `GatewayNotConfigured`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +135,28 @@ async fn main() -> anyhow::Result<()> {
         "hermes-operator starting"
     );
 
+    let gateway = match env("HERMES_GATEWAY_SERVICE") {
+        None => None,
+        Some(service) => {
+            let key_file = env("HERMES_GATEWAY_KEY_FILE")
+                .context("HERMES_GATEWAY_SERVICE is set, so HERMES_GATEWAY_KEY_FILE must name the gateway's signing key")?;
+            let bytes = std::fs::read(&key_file)
+                .with_context(|| format!("reading the gateway signing key {key_file}"))?;
+            let key = hermes_crds::gateway::SigningKey::from_bytes(&bytes)
+                .with_context(|| format!("the gateway signing key {key_file}"))?;
+            let namespace = env("HERMES_GATEWAY_NAMESPACE")
+                .or_else(|| env("POD_NAMESPACE"))
+                .context("HERMES_GATEWAY_SERVICE is set: HERMES_GATEWAY_NAMESPACE or POD_NAMESPACE must name its namespace")?;
+            tracing::info!(namespace, service, "using the Hermes gateway");
+            Some(Arc::new(hermes_operator::gateway::Gateway::new(
+                client.clone(),
+                namespace,
+                service,
+                key,
+            )))
+        }
+    };
+
     let metrics = Arc::new(Metrics::default());
     let addr = env("HERMES_METRICS_ADDR").unwrap_or_else(|| "0.0.0.0:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -203,6 +230,16 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    // The gateway's counts are read by the leader only.
+    let poller = gateway.clone().map(|g| {
+        tokio::spawn(async move {
+            if let Err(e) = g.refresh_endpoint().await {
+                tracing::warn!(error = %e, "gateway Service (tasks that use the gateway wait for it)");
+            }
+            g.poll().await;
+        })
+    });
+
     // One controller per watched namespace (or one over all): each watches
     // with namespaced requests only, so a Role per namespace is all the RBAC
     // it needs. They share the client, metrics and shutdown.
@@ -220,10 +257,14 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             Some(identity.clone()),
             metrics.clone(),
+            gateway.clone(),
             shutdown,
         )
     });
     futures::future::join_all(controllers).await;
+    if let Some(p) = poller {
+        p.abort();
+    }
 
     if let Some(elector) = &elector {
         metrics.leader.set(0);

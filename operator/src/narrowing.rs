@@ -131,6 +131,9 @@ pub fn effective(
     if let Some(rules) = &task.egress {
         egress[RunPhase::Implement as usize] = narrow_egress(rules, &profile.egress.implement)?;
     }
+    if let Some(rules) = &task.egress_hosts {
+        narrow_hosts(rules, &profile.egress.hosts.implement)?;
+    }
 
     Ok(Effective {
         timeouts,
@@ -268,6 +271,29 @@ fn narrow_egress(
         });
     }
     Ok(out)
+}
+
+/// Each task host rule must lie inside one of the profile's implement host
+/// rules (the gateway's proxy applies the same test, and ignores a rule
+/// that does not).
+fn narrow_hosts(
+    task_rules: &[hermes_crds::hosts::HostRule],
+    profile_rules: &[hermes_crds::hosts::HostRule],
+) -> Result<(), Violation> {
+    for (i, rule) in task_rules.iter().enumerate() {
+        if !profile_rules.iter().any(|p| rule.within(p)) {
+            let ports: Vec<String> = rule.ports.iter().map(i32::to_string).collect();
+            return Err(widens(
+                format!("spec.egressHosts[{i}]"),
+                format!(
+                    "{} on ports {} is not inside the profile's implement host allowlist",
+                    rule.name.0,
+                    ports.join(",")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

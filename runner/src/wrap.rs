@@ -48,12 +48,14 @@ pub struct InstallArgs {
     pub to: PathBuf,
 }
 
+/// A portable environment variable name: a letter or `_`, then letters,
+/// digits or `_` (lower case too: curl reads `http_proxy` only so).
 fn env_name_ok(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
-        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Reads `NAME` files of `dir` as variables. Kubernetes mounts Secret keys as
@@ -192,7 +194,8 @@ mod tests {
             "http://10.0.0.1:8080",
         )
         .expect("write");
-        std::fs::write(dir.path().join("lower"), "x").expect("write");
+        std::fs::write(dir.path().join("https_proxy"), "http://h:t@10.0.0.1:3128").expect("write");
+        std::fs::write(dir.path().join("9LEADING_DIGIT"), "x").expect("write");
         std::fs::write(dir.path().join("..data"), "x").expect("write");
         std::fs::write(dir.path().join("BAD-NAME"), "x").expect("write");
         let vars = read_env_dir(dir.path()).expect("reads");
@@ -203,6 +206,10 @@ mod tests {
                 (
                     "ANTHROPIC_BASE_URL".to_owned(),
                     "http://10.0.0.1:8080".to_owned()
+                ),
+                (
+                    "https_proxy".to_owned(),
+                    "http://h:t@10.0.0.1:3128".to_owned()
                 )
             ]
         );

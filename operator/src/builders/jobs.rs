@@ -54,6 +54,7 @@ const HOME_VOLUME: &str = "home";
 const TASK_VOLUME: &str = "task";
 const GIT_VOLUME: &str = "git-credentials";
 const MODEL_VOLUME: &str = "model-credentials";
+const GATEWAY_VOLUME: &str = "gateway-credential";
 
 fn secret_volume(volume: &str, secret: &str) -> Volume {
     Volume {
@@ -144,9 +145,21 @@ enum Role {
     Reviewer,
 }
 
+impl Role {
+    fn phase(self) -> RunPhase {
+        match self {
+            Role::Implementer => RunPhase::Implement,
+            Role::Reviewer => RunPhase::Review,
+        }
+    }
+}
+
 /// The model Secret of `role`: the reviewer's own when the profile names
 /// one, else the shared one.
 fn model_secret<'a>(input: &'a BuildInput<'_>, role: Role) -> Option<&'a str> {
+    if input.uses_gateway(role.phase()) {
+        return None;
+    }
     let secrets = &input.profile.secrets;
     let named = match role {
         Role::Implementer => secrets.model.as_ref(),
@@ -187,6 +200,11 @@ fn agent_container(
         command.extend(["--env-dir".into(), paths::MODEL_SECRET.into()]);
         mounts.push(mount(MODEL_VOLUME, paths::MODEL_SECRET, true));
     }
+    let gateway = input.gateway.filter(|_| input.uses_gateway(role.phase()));
+    if gateway.is_some() {
+        command.extend(["--env-dir".into(), paths::GATEWAY_SECRET.into()]);
+        mounts.push(mount(GATEWAY_VOLUME, paths::GATEWAY_SECRET, true));
+    }
     command.push("--".into());
     command.extend(spec.command.iter().cloned());
     c.command = Some(command);
@@ -209,6 +227,11 @@ fn agent_container(
         env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
         env("CLAUDE_CODE_MAX_RETRIES", "3"),
     ];
+    if let Some(g) = gateway {
+        // The model API is the gateway itself, not a host behind its proxy.
+        vars.push(env("NO_PROXY", &g.address));
+        vars.push(env("no_proxy", &g.address));
+    }
     if let Some(t) = budget.tokens {
         vars.push(env("HERMES_BUDGET_TOKENS", &t.to_string()));
     }
@@ -308,6 +331,7 @@ fn prepare(input: &BuildInput<'_>) -> Pod {
 fn agent_pod_volumes(
     input: &BuildInput<'_>,
     role: Role,
+    attempt: u32,
     repo_read_only: bool,
     extra: Option<Volume>,
 ) -> (Vec<Volume>, Option<VolumeMount>) {
@@ -326,14 +350,18 @@ fn agent_pod_volumes(
     if let Some(secret) = model_secret(input, role) {
         volumes.push(secret_volume(MODEL_VOLUME, secret));
     }
+    if input.uses_gateway(role.phase()) {
+        let name = super::credential_secret_name(input.name(), role.phase(), attempt);
+        volumes.push(secret_volume(GATEWAY_VOLUME, &name));
+    }
     (volumes, task_mount)
 }
 
-fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
+fn implement(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
     let agent_output = format!("{}/agent-output.json", paths::SCRATCH);
     let agent_exit = format!("{}/agent-exit-code", paths::SCRATCH);
     let mut agent_mounts = vec![mount(REPO_VOLUME, paths::WORKSPACE, false)];
-    let (volumes, task_mount) = agent_pod_volumes(input, Role::Implementer, false, None);
+    let (volumes, task_mount) = agent_pod_volumes(input, Role::Implementer, attempt, false, None);
     agent_mounts.extend(task_mount);
     let agent = agent_container(
         input,
@@ -381,7 +409,7 @@ fn implement(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
     }
 }
 
-fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
+fn review(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
     // The bundle is written by context alone and read-only to the reviewer
     // and to verdict: the reviewer (a model with tools) cannot rewrite the
     // policy findings verdict reads.
@@ -436,6 +464,7 @@ fn review(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
     let (volumes, task_mount) = agent_pod_volumes(
         input,
         Role::Reviewer,
+        attempt,
         true,
         Some(empty_dir(BUNDLE_VOLUME, "1Gi")),
     );
@@ -525,8 +554,8 @@ fn publish(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
 pub fn job(input: &BuildInput<'_>, phase: RunPhase, attempt: u32, facts: &PhaseFacts) -> Job {
     let pod = match phase {
         RunPhase::Prepare => prepare(input),
-        RunPhase::Implement => implement(input, facts),
-        RunPhase::Review => review(input, facts),
+        RunPhase::Implement => implement(input, attempt, facts),
+        RunPhase::Review => review(input, attempt, facts),
         RunPhase::Publish => publish(input, facts),
     };
     let mut pod_labels = labels(input.name(), Some(phase));

@@ -24,10 +24,12 @@ use sha2::{Digest, Sha256};
 use crate::narrowing::Effective;
 use hermes_crds::profile::HermesProfileSpec;
 
+mod gateway;
 mod jobs;
 mod network;
 mod storage;
 
+pub use gateway::{credential_secret, credential_secret_name};
 pub use jobs::{PhaseFacts, job, job_name};
 pub use network::{
     DENY_POLICY, METADATA_ADDRESSES, deny_policy, egress_label, egress_policy, network_policies,
@@ -67,8 +69,10 @@ pub mod paths {
     pub const HOME: &str = "/hermes/home";
     /// Git credentials (read in prepare, push in publish).
     pub const GIT_SECRET: &str = "/hermes/secrets/git";
-    /// Model credentials (implement and review).
+    /// Model credentials (implement and review, without the gateway).
     pub const MODEL_SECRET: &str = "/hermes/secrets/model";
+    /// The phase's gateway credential (implement and review, with the gateway).
+    pub const GATEWAY_SECRET: &str = "/hermes/secrets/gateway";
     /// The runner binary inside the runner image.
     pub const RUNNER: &str = "/usr/local/bin/hermes-runner";
 }
@@ -88,9 +92,20 @@ pub struct BuildInput<'a> {
     pub profile: &'a HermesProfileSpec,
     /// The effective settings (profile narrowed by the task).
     pub effective: &'a Effective,
+    /// Where pods reach the Hermes gateway, when the operator has one.
+    pub gateway: Option<&'a crate::gateway::Endpoint>,
 }
 
 impl BuildInput<'_> {
+    /// Whether `phase`'s agent CLI goes through the gateway: the profile
+    /// routes its model there (`spec.model`) and the operator knows where
+    /// the gateway is. Implement and review only.
+    pub fn uses_gateway(&self, phase: RunPhase) -> bool {
+        self.profile.model.is_some()
+            && self.gateway.is_some()
+            && matches!(phase, RunPhase::Implement | RunPhase::Review)
+    }
+
     /// The task's name.
     pub fn name(&self) -> &str {
         self.task.metadata.name.as_deref().unwrap_or_default()

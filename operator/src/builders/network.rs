@@ -143,10 +143,45 @@ pub fn deny_policy(namespace: Option<String>) -> NetworkPolicy {
     }
 }
 
-/// The rules `phase` may use: DNS to the cluster resolver, then the
-/// effective allow list.
+/// The gateway's pods, on its model and proxy ports.
+fn gateway_rule(gateway: &crate::gateway::Endpoint) -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    gateway.namespace.clone(),
+                )])),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(gateway.pod_labels.clone()),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }]),
+        ports: Some(
+            gateway
+                .target_ports
+                .iter()
+                .map(|p| NetworkPolicyPort {
+                    port: Some(IntOrString::Int(*p)),
+                    protocol: Some("TCP".into()),
+                    end_port: None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The rules `phase` may use: DNS to the cluster resolver (or, for a phase
+/// that uses the gateway, the gateway and no DNS: it resolves names for
+/// the pod), then the effective allow list.
 fn egress_rules(input: &BuildInput<'_>, phase: RunPhase) -> Vec<NetworkPolicyEgressRule> {
-    let mut egress = vec![dns_rule(input)];
+    let mut egress = match input.gateway.filter(|_| input.uses_gateway(phase)) {
+        Some(gateway) => vec![gateway_rule(gateway)],
+        None => vec![dns_rule(input)],
+    };
     egress.extend(input.effective.egress(phase).iter().filter_map(ip_rule));
     egress
 }

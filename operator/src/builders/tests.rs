@@ -2,8 +2,10 @@ use super::*;
 use crate::narrowing::effective;
 use hermes_crds::profile::HermesProfile;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::core::v1::{PodSpec, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 fn task(extra: serde_json::Value) -> HermesTask {
     let mut spec = json!({
@@ -55,6 +57,7 @@ fn build(t: &HermesTask, p: &HermesProfileSpec, phase: RunPhase, attempt: u32) -
         task: t,
         profile: p,
         effective: &e,
+        gateway: None,
     };
     let facts = PhaseFacts {
         base_commit: Some("89abcdef0123456789abcdef0123456789abcdef".into()),
@@ -97,7 +100,8 @@ fn network_policies_snapshot() {
     insta::assert_yaml_snapshot!(network_policies(&BuildInput {
         task: &t,
         profile: &p,
-        effective: &e
+        effective: &e,
+        gateway: None,
     }));
 }
 
@@ -109,6 +113,7 @@ fn storage_snapshot() {
         task: &t,
         profile: &p,
         effective: &e,
+        gateway: None,
     };
     insta::assert_yaml_snapshot!((
         repo_pvc(&input),
@@ -344,12 +349,14 @@ fn metadata_addresses_are_always_excepted() {
         task: &t,
         profile: &p,
         effective: &e,
+        gateway: None,
     });
     let hash = egress_label(
         &BuildInput {
             task: &t,
             profile: &p,
             effective: &e,
+            gateway: None,
         },
         RunPhase::Implement,
     );
@@ -373,6 +380,7 @@ fn metadata_addresses_are_always_excepted() {
         task: &t,
         profile: &p2,
         effective: &e2,
+        gateway: None,
     });
     let text = serde_json::to_string(&policies).expect("json");
     assert!(!text.contains("\"cidr\":\"169.254.169.254/32\""), "{text}");
@@ -386,6 +394,7 @@ fn default_deny_covers_ingress_and_egress_of_every_task_pod() {
         task: &t,
         profile: &p,
         effective: &e,
+        gateway: None,
     });
     let deny = &policies[0];
     assert_eq!(deny.metadata.name.as_deref(), Some(DENY_POLICY));
@@ -426,6 +435,7 @@ fn each_phase_pod_is_selected_by_the_allow_list_of_exactly_its_rules() {
         task: &t,
         profile: &p,
         effective: &e,
+        gateway: None,
     };
     let policies = network_policies(&input);
     for phase in RunPhase::ALL {
@@ -477,6 +487,7 @@ fn allow_lists_are_shared_by_equal_egress_and_never_across_profiles() {
                 task: t,
                 profile: &p,
                 effective: &e,
+                gateway: None,
             },
             RunPhase::Implement,
         )
@@ -528,5 +539,165 @@ fn only_context_can_write_the_review_bundle() {
             .iter()
             .flatten()
             .any(|m| m.mount_path == paths::BUNDLE)
+    );
+}
+
+fn gateway_profile() -> HermesProfileSpec {
+    let mut p = profile();
+    p.secrets.model = None;
+    p.model = Some(
+        serde_json::from_value(
+            json!({"agent": {"url": "https://api.example.com", "credential": "anthropic"}}),
+        )
+        .expect("model"),
+    );
+    p
+}
+
+fn gateway_endpoint() -> crate::gateway::Endpoint {
+    crate::gateway::Endpoint {
+        address: "10.96.0.40".into(),
+        model_port: 80,
+        proxy_port: 3128,
+        namespace: "hermes-system".into(),
+        pod_labels: BTreeMap::from([(
+            "app.kubernetes.io/name".to_owned(),
+            "hermes-gateway".to_owned(),
+        )]),
+        target_ports: vec![8080, 3128],
+    }
+}
+
+fn build_with_gateway(phase: RunPhase, attempt: u32) -> (Job, Vec<NetworkPolicy>, Option<Secret>) {
+    let (t, p, g) = (task(json!({})), gateway_profile(), gateway_endpoint());
+    let e = effective(&t.spec, &p).expect("fits");
+    let input = BuildInput {
+        task: &t,
+        profile: &p,
+        effective: &e,
+        gateway: Some(&g),
+    };
+    let facts = PhaseFacts::default();
+    (
+        job(&input, phase, attempt, &facts),
+        network_policies(&input),
+        credential_secret(&input, phase, attempt, "hgw1.claims.mac"),
+    )
+}
+
+#[test]
+fn implement_job_with_the_gateway_snapshot() {
+    insta::assert_yaml_snapshot!(build_with_gateway(RunPhase::Implement, 2).0);
+}
+
+#[test]
+fn with_the_gateway_only_the_agent_and_reviewer_containers_mount_their_phases_credential() {
+    for (phase, cli) in [
+        (RunPhase::Implement, "agent"),
+        (RunPhase::Review, "reviewer"),
+    ] {
+        let (job, _, secret) = build_with_gateway(phase, 2);
+        let secret = secret.expect("a credential Secret");
+        let name = format!("add-verbose-flag-gw-{}-2", phase.as_str());
+        assert_eq!(secret.metadata.name.as_deref(), Some(name.as_str()));
+        let pod = pod(&job);
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(&name))
+            .expect("the credential volume");
+        for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
+            let mounts = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == volume.name);
+            assert_eq!(
+                mounts,
+                c.name == cli,
+                "{} mounts the credential: {mounts}",
+                c.name
+            );
+            assert!(
+                !c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.mount_path == paths::MODEL_SECRET),
+                "no model key anywhere"
+            );
+            if c.name == cli {
+                let cmd = c.command.clone().unwrap_or_default().join(" ");
+                assert!(cmd.contains("--env-dir /hermes/secrets/gateway"), "{cmd}");
+                let env = c.env.clone().unwrap_or_default();
+                assert!(
+                    env.iter()
+                        .any(|e| e.name == "NO_PROXY" && e.value.as_deref() == Some("10.96.0.40"))
+                );
+            }
+        }
+    }
+    // Prepare and publish get no gateway credential.
+    for phase in [RunPhase::Prepare, RunPhase::Publish] {
+        assert!(build_with_gateway(phase, 1).2.is_none());
+    }
+}
+
+#[test]
+fn the_credential_secret_gives_the_cli_the_gateway_and_the_proxy_with_its_credential() {
+    let (_, _, secret) = build_with_gateway(RunPhase::Implement, 1);
+    let data = secret.and_then(|s| s.string_data).expect("data");
+    assert_eq!(
+        data.get("ANTHROPIC_API_KEY").map(String::as_str),
+        Some("hgw1.claims.mac")
+    );
+    assert_eq!(
+        data.get("ANTHROPIC_BASE_URL").map(String::as_str),
+        Some("http://10.96.0.40:80")
+    );
+    for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        assert_eq!(
+            data.get(k).map(String::as_str),
+            Some("http://hermes:hgw1.claims.mac@10.96.0.40:3128"),
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn with_the_gateway_implement_and_review_may_reach_only_the_gateway_and_no_dns() {
+    let (implement, policies, _) = build_with_gateway(RunPhase::Implement, 1);
+    let hash = |job: &Job| {
+        job.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(LABEL_EGRESS).cloned())
+            .expect("egress label")
+    };
+    let policy_of = |h: &str| {
+        policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&format!("hermes-egress-{h}")))
+            .and_then(|p| p.spec.clone())
+            .and_then(|s| s.egress)
+            .expect("allow list")
+    };
+    let rules = policy_of(&hash(&implement));
+    let text = serde_json::to_string(&rules).expect("json");
+    assert!(!text.contains("\"port\":53"), "no DNS: {text}");
+    assert!(
+        text.contains("hermes-gateway")
+            && text.contains("\"port\":8080")
+            && text.contains("\"port\":3128"),
+        "{text}"
+    );
+    // The profile's CIDR rule for implement stays (fixed-address endpoints).
+    assert!(text.contains("0.0.0.0/0"), "{text}");
+    let (prepare, _, _) = build_with_gateway(RunPhase::Prepare, 1);
+    let text = serde_json::to_string(&policy_of(&hash(&prepare))).expect("json");
+    assert!(
+        text.contains("\"port\":53") && !text.contains("hermes-gateway"),
+        "{text}"
     );
 }

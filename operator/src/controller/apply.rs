@@ -1,11 +1,12 @@
 //! Carries out a plan: children with server-side apply under the operator's
 //! field manager, deletions, the status (skipped when unchanged), Events.
 
-use hermes_crds::{HermesTask, HermesTaskStatus};
+use hermes_crds::gateway::{Claims, Limits};
+use hermes_crds::{HermesTask, HermesTaskStatus, RunPhase};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -36,6 +37,25 @@ where
     Ok(())
 }
 
+/// Creates `obj` unless it exists. For the credential Secret: its content
+/// is deterministic, so an existing one is the same, and the operator needs
+/// only the right to create Secrets, not to change anyone's.
+async fn create_once<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            action: format!("creating {} {name}", K::kind(&K::DynamicType::default())),
+            source,
+        }),
+    }
+}
+
 async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -62,6 +82,7 @@ pub async fn execute(
     caches: &Caches,
     recent: &super::Recent,
     recorder: &Recorder,
+    gateway: Option<&crate::gateway::Gateway>,
     task: &HermesTask,
     plan: &Plan,
 ) -> Result<Option<String>> {
@@ -75,6 +96,7 @@ pub async fn execute(
             task,
             profile,
             effective,
+            gateway: plan.gateway.as_ref(),
         };
         if plan.ensure_children {
             // Level-triggered, but without a write where the cache already
@@ -139,6 +161,26 @@ pub async fn execute(
                     .as_ref()
                     .map(|r| r.reviewed_commit.clone()),
             };
+            if let Some(gateway) = gateway
+                && input.uses_gateway(phase)
+            {
+                let claims = Claims {
+                    namespace: ns.clone(),
+                    task: name.clone(),
+                    uid: task.uid().ok_or(Error::MissingMetadata("uid"))?,
+                    phase,
+                    attempt,
+                    budget: if phase == RunPhase::Implement {
+                        super::decide::limits(&effective.budget)
+                    } else {
+                        Limits::default()
+                    },
+                };
+                let token = gateway.mint(&claims);
+                if let Some(secret) = builders::credential_secret(&input, phase, attempt, &token) {
+                    create_once(&Api::<Secret>::namespaced(client.clone(), &ns), &secret).await?;
+                }
+            }
             let job = builders::job(&input, phase, attempt, &facts);
             info!(task = %name, job = job.metadata.name.as_deref().unwrap_or_default(), "starting phase");
             apply(&Api::<Job>::namespaced(client.clone(), &ns), &job).await?;

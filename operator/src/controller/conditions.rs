@@ -40,6 +40,9 @@ pub mod reasons {
     pub const RESULT_INVALID: &str = "ResultInvalid";
     pub const STEP_FAILED: &str = "StepFailed";
     pub const AGENT_FAILED: &str = "AgentFailed";
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    pub const GATEWAY_NOT_CONFIGURED: &str = "GatewayNotConfigured";
+    pub const GATEWAY_UNAVAILABLE: &str = "GatewayUnavailable";
     pub const INFRASTRUCTURE_RETRIES_EXHAUSTED: &str = "InfrastructureRetriesExhausted";
     pub const REVIEWER_APPROVED: &str = "ReviewerApproved";
     pub const REVIEWER_REJECTED: &str = "ReviewerRejected";

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hermes_crds::gateway::{Figures, Limits, meters_total};
 use hermes_crds::profile::HermesProfileSpec;
 use hermes_crds::task::{
     ANNOTATION_APPROVE, ANNOTATION_CANCEL, ANNOTATION_REJECT, ANNOTATION_RETRY_PUBLISH,
     DiffSummary, Finding, FindingSource, HermesTaskStatus, PhaseImage, PublishMode, PublishOutcome,
-    ReviewMode, ReviewOutcome, Severity, Usage, Verdict,
+    ReviewMode, ReviewOutcome, Severity, Usage, UsageFigures, UsageMeter, UsageSource, Verdict,
 };
 use hermes_crds::{HermesTask, RunPhase, TaskPhase};
 use hermes_results::{StepResult, decode};
@@ -85,6 +86,18 @@ pub struct Observed {
     /// What admission (the profile's caps, dependsOn) says, when the task
     /// asked to start or to publish after approval; `Granted` otherwise.
     pub admission: Admission,
+    /// The gateway, when the operator has one: where it is and what its
+    /// instances counted for this task.
+    pub gateway: Option<GatewayView>,
+}
+
+/// The gateway as one reconcile sees it.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayView {
+    /// Where pods reach it, once its Service was read.
+    pub endpoint: Option<crate::gateway::Endpoint>,
+    /// What its instances counted for this task.
+    pub usage: crate::gateway::TaskUsage,
 }
 
 /// An Event to publish on the task.
@@ -107,6 +120,8 @@ pub struct Plan {
     pub profile: Option<HermesProfileSpec>,
     /// The effective settings, when the task fits its profile.
     pub effective: Option<Effective>,
+    /// Where pods reach the gateway, for the builders.
+    pub gateway: Option<crate::gateway::Endpoint>,
     /// Apply the task's ConfigMap, PVC and NetworkPolicies (idempotent).
     pub ensure_children: bool,
     /// The text of the task-file ConfigMap to apply, when it lives in the cluster.
@@ -179,6 +194,15 @@ struct Decider<'a> {
     generation: Option<i64>,
     old_phase: Option<TaskPhase>,
     plan: Plan,
+}
+
+/// The budget as the gateway enforces it.
+pub fn limits(b: &narrowing::EffectiveBudget) -> Limits {
+    Limits {
+        tokens: b.tokens.and_then(|t| u64::try_from(t).ok()),
+        cost_micros: b.cost_micros,
+        turns: b.turns.and_then(|t| u64::try_from(t).ok()),
+    }
 }
 
 /// Decides what to do for `task`.
@@ -339,6 +363,34 @@ impl Decider<'_> {
                 return;
             }
         }
+        if profile.model.is_some() {
+            let Some(view) = self.obs.gateway.as_ref() else {
+                let message = "the profile sends model requests through the Hermes gateway (spec.model), but this operator runs without one (install the chart with gateway.enabled=true)";
+                self.set(
+                    types::ADMITTED,
+                    false,
+                    reasons::GATEWAY_NOT_CONFIGURED,
+                    message,
+                );
+                self.end(TaskPhase::Failed, reasons::GATEWAY_NOT_CONFIGURED, message);
+                return;
+            };
+            let Some(endpoint) = view.endpoint.clone() else {
+                self.set(
+                    types::ADMITTED,
+                    false,
+                    reasons::GATEWAY_UNAVAILABLE,
+                    "the Hermes gateway's Service could not be read yet; the task waits for it",
+                );
+                if self.plan.status.phase.is_none() {
+                    self.plan.status.phase = Some(TaskPhase::Pending);
+                }
+                self.plan.requeue_after = Some(Duration::from_secs(5));
+                return;
+            };
+            self.plan.gateway = Some(endpoint);
+            self.record_gateway_usage(&view.usage);
+        }
         self.set(
             types::ADMITTED,
             true,
@@ -483,6 +535,13 @@ impl Decider<'_> {
             return Stage::InProgress;
         };
         self.record_images(phase, &job.images);
+        if phase == RunPhase::Implement
+            && !matches!(job.state, JobState::Running | JobState::Lost { .. })
+            && let Some(message) = self.budget_spent()
+        {
+            self.fail(phase, reasons::BUDGET_EXCEEDED, message);
+            return Stage::Ended;
+        }
         match &job.state {
             JobState::Running => {
                 self.plan.status.phase = Some(phase_of(phase));
@@ -588,6 +647,79 @@ impl Decider<'_> {
         }
     }
 
+    /// Takes the gateway's counts into `status.usage`: each instance's
+    /// meter per phase (an instance's count only grows, so a smaller one is
+    /// an older read and ignored), then the figures as their sum.
+    fn record_gateway_usage(&mut self, counted: &crate::gateway::TaskUsage) {
+        let usage = self.plan.status.usage.get_or_insert_with(Usage::default);
+        for ((instance, phase), c) in counted {
+            let meter = UsageMeter::new(instance, *phase, &c.figures, c.refused);
+            let full = usage.meters.len() >= 32;
+            match usage
+                .meters
+                .iter_mut()
+                .find(|m| &m.instance == instance && m.phase == *phase)
+            {
+                Some(old) => {
+                    let o = old.figures();
+                    if c.figures.turns >= o.turns && c.figures.tokens() >= o.tokens() {
+                        *old = meter;
+                    }
+                }
+                None if !full => usage.meters.push(meter),
+                None => {}
+            }
+        }
+        usage
+            .meters
+            .sort_by(|a, b| (a.phase, &a.instance).cmp(&(b.phase, &b.instance)));
+        let implement = meters_total(&usage.meters, RunPhase::Implement, None);
+        usage.turns = clamp(implement.turns);
+        usage.input_tokens = clamp(implement.input_tokens);
+        usage.output_tokens = clamp(implement.output_tokens);
+        usage.cache_read_tokens = clamp(implement.cache_read_tokens);
+        usage.cache_creation_tokens = clamp(implement.cache_creation_tokens);
+        usage.cost_usd = Some(implement.cost_usd());
+        usage.source = Some(UsageSource::Gateway);
+        let review = meters_total(&usage.meters, RunPhase::Review, None);
+        usage.review = (review != Figures::default()).then(|| UsageFigures::from(&review));
+    }
+
+    /// Why the implement phase ended on its budget, when the gateway refused
+    /// a request for it.
+    fn budget_spent(&self) -> Option<String> {
+        let usage = self.plan.status.usage.as_ref()?;
+        if usage.source != Some(UsageSource::Gateway) {
+            return None;
+        }
+        let refused: i64 = usage
+            .meters
+            .iter()
+            .filter(|m| m.phase == RunPhase::Implement)
+            .map(|m| m.refused_for_budget)
+            .sum();
+        if refused == 0 {
+            return None;
+        }
+        let used = meters_total(&usage.meters, RunPhase::Implement, None);
+        let limits = self
+            .plan
+            .effective
+            .as_ref()
+            .map(|e| limits(&e.budget))
+            .unwrap_or_default();
+        let spent = match limits.reached(&used) {
+            Some(s) => limits.describe(s, &used),
+            None => "a limit".to_owned(),
+        };
+        Some(format!(
+            "the agent's budget is spent ({spent}; {} tokens, {} turns, {} USD in all); the gateway refused {refused} further model request(s)",
+            used.tokens(),
+            used.turns,
+            used.cost_usd()
+        ))
+    }
+
     fn record_images(&mut self, phase: RunPhase, images: &[PhaseImage]) {
         if images.is_empty() {
             return;
@@ -636,14 +768,31 @@ impl Decider<'_> {
                     );
                     return false;
                 };
-                self.plan.status.usage = Some(Usage {
+                let reported = UsageFigures {
                     turns: clamp(agent.turns),
                     input_tokens: clamp(agent.input_tokens),
                     output_tokens: clamp(agent.output_tokens),
                     cache_read_tokens: clamp(agent.cache_read_tokens),
                     cache_creation_tokens: clamp(agent.cache_creation_tokens),
                     cost_usd: agent.cost_usd.clone(),
-                });
+                };
+                let usage = self.plan.status.usage.get_or_insert_with(Usage::default);
+                if usage.source == Some(UsageSource::Gateway) {
+                    // The gateway counted: the agent's word is kept, not used.
+                    usage.reported = Some(reported);
+                } else {
+                    *usage = Usage {
+                        turns: reported.turns,
+                        input_tokens: reported.input_tokens,
+                        output_tokens: reported.output_tokens,
+                        cache_read_tokens: reported.cache_read_tokens,
+                        cache_creation_tokens: reported.cache_creation_tokens,
+                        cost_usd: reported.cost_usd.clone(),
+                        source: Some(UsageSource::Agent),
+                        reported: Some(reported),
+                        ..Usage::default()
+                    };
+                }
                 self.plan.status.agent_version = agent.version.clone();
                 if agent.exit_code != 0 || agent.is_error {
                     self.fail(

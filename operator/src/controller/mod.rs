@@ -53,6 +53,8 @@ pub struct Context {
     pub caches: observe::Caches,
     /// What this process wrote that the caches may not show yet.
     pub recent: Recent,
+    /// The Hermes gateway, when the operator has one.
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
 }
 
 /// What this process wrote a moment ago, by task uid: the caches show a
@@ -173,6 +175,7 @@ impl Context {
         tasks: reflector::Store<HermesTask>,
         ledger: Arc<admission::Ledger>,
         caches: observe::Caches,
+        gateway: Option<Arc<crate::gateway::Gateway>>,
     ) -> Self {
         let reporter = Reporter {
             controller: EVENT_REPORTER.into(),
@@ -186,6 +189,7 @@ impl Context {
             ledger,
             caches,
             recent: Recent::default(),
+            gateway,
         }
     }
 
@@ -313,7 +317,8 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
             // The watch event of our own write comes next; a safety net in case.
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
-        let mut observed = observe::observe(&ctx.client, &ctx.caches, &task).await?;
+        let mut observed =
+            observe::observe(&ctx.client, &ctx.caches, ctx.gateway.as_deref(), &task).await?;
         ctx.recent.fill_in(&task, &mut observed);
         let request = admission::request(&task, !observed.jobs.is_empty());
         if let (Some(request), Some(profile)) = (request, observed.profile.as_ref()) {
@@ -334,6 +339,7 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
             &ctx.caches,
             &ctx.recent,
             &ctx.recorder,
+            ctx.gateway.as_deref(),
             &task,
             &plan,
         )
@@ -345,6 +351,9 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
                 }
                 if plan.status.phase.is_some_and(TaskPhase::is_terminal) {
                     ctx.recent.forget(&task);
+                    if let Some(g) = &ctx.gateway {
+                        g.forget(&task.uid().unwrap_or_default());
+                    }
                 } else {
                     ctx.recent.wrote_status(&task, version);
                 }
@@ -413,6 +422,7 @@ pub async fn run(
     namespace: Option<String>,
     instance: Option<String>,
     metrics: Arc<Metrics>,
+    gateway: Option<Arc<crate::gateway::Gateway>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
@@ -425,6 +435,9 @@ pub async fn run(
     let (wake_tx, wake_rx) = futures::channel::mpsc::unbounded();
     let (dirty_tx, dirty_rx) = futures::channel::mpsc::unbounded();
     let ledger = Arc::new(admission::Ledger::default());
+    if let Some(g) = &gateway {
+        g.subscribe(namespace.clone(), wake_tx.clone());
+    }
     let mut waker = Waker {
         last: HashMap::new(),
         store: store.clone(),
@@ -527,6 +540,7 @@ pub async fn run(
         store.clone(),
         ledger,
         caches,
+        gateway,
     ));
     controller
         .reconcile_on(wake_rx)

@@ -71,7 +71,12 @@ impl Caches {
 }
 
 /// Observes the world of one task.
-pub async fn observe(client: &Client, caches: &Caches, task: &HermesTask) -> Result<Observed> {
+pub async fn observe(
+    client: &Client,
+    caches: &Caches,
+    gateway: Option<&crate::gateway::Gateway>,
+    task: &HermesTask,
+) -> Result<Observed> {
     let ns = task
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
@@ -135,13 +140,52 @@ pub async fn observe(client: &Client, caches: &Caches, task: &HermesTask) -> Res
         .get(&ObjectRef::new(&crate::builders::repo_pvc_name(&name)).within(&ns))
         .is_some_and(|p| owned_by(&p.metadata, &uid) && p.metadata.deletion_timestamp.is_none());
 
+    let gateway = match gateway {
+        Some(g) if profile.as_ref().is_some_and(|p| p.model.is_some()) => {
+            // A phase that counts on the gateway just ended: its final count,
+            // read now rather than at the next poll.
+            if agent_phase_ended(task, &views) {
+                g.refresh_task(&uid).await;
+            }
+            Some(super::decide::GatewayView {
+                endpoint: g.endpoint(),
+                usage: g.usage_of(&uid),
+            })
+        }
+        Some(g) => Some(super::decide::GatewayView {
+            endpoint: g.endpoint(),
+            usage: Default::default(),
+        }),
+        None => None,
+    };
+
     Ok(Observed {
         profile,
         task_text,
         jobs: views,
         repo_volume_exists,
         admission: super::admission::Admission::Granted,
+        gateway,
     })
+}
+
+/// Whether the task is in implement or review by its status and that
+/// phase's Job (of the recorded attempt) has ended.
+fn agent_phase_ended(task: &HermesTask, views: &BTreeMap<(RunPhase, u32), JobView>) -> bool {
+    let status = task.status.as_ref();
+    let phase = match status.and_then(|s| s.phase) {
+        Some(hermes_crds::TaskPhase::Implementing) => RunPhase::Implement,
+        Some(hermes_crds::TaskPhase::Reviewing) => RunPhase::Review,
+        _ => return false,
+    };
+    let attempt = status
+        .and_then(|s| s.attempt)
+        .and_then(|a| u32::try_from(a).ok())
+        .unwrap_or(1)
+        .max(1);
+    views
+        .get(&(phase, attempt))
+        .is_some_and(|v| v.state != JobState::Running)
 }
 
 fn parse_phase(s: &str) -> Option<RunPhase> {

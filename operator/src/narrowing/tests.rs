@@ -163,3 +163,27 @@ fn profile_exceptions_inside_a_narrowed_rule_are_kept() {
         vec![Cidr::from("10.9.0.0/16")]
     );
 }
+
+#[test]
+fn a_task_may_narrow_its_hosts_but_never_add_one() {
+    let p = profile(json!({"egress": {"hosts": {"implement": [
+        {"name": "*.npmjs.org", "ports": [443]},
+        {"name": "github.com", "ports": [443, 22]},
+    ]}}}));
+    let ok = task(json!({"egressHosts": [
+        {"name": "registry.npmjs.org"},
+        {"name": "GitHub.com.", "ports": [22]},
+    ]}));
+    assert!(effective(&ok, &p).is_ok());
+    for (hosts, field) in [
+        (json!([{"name": "pypi.org"}]), "spec.egressHosts[0]"),
+        (
+            json!([{"name": "github.com"}, {"name": "github.com", "ports": [80]}]),
+            "spec.egressHosts[1]",
+        ),
+        (json!([{"name": "npmjs.org"}]), "spec.egressHosts[0]"),
+    ] {
+        let t = task(json!({"egressHosts": hosts}));
+        assert_eq!(field_of(effective(&t, &p).expect_err("widens")), field);
+    }
+}

@@ -65,6 +65,7 @@ fn observed(jobs: Vec<((RunPhase, u32), JobState)>) -> Observed {
             .collect(),
         repo_volume_exists: true,
         admission: Admission::Granted,
+        gateway: None,
     }
 }
 
@@ -534,4 +535,199 @@ fn an_approved_task_waits_for_a_place_to_publish() {
     let plan = decide(&waiting, &full, &t(20));
     assert_eq!(plan.create_job, Some((RunPhase::Publish, 1)));
     assert_eq!(plan.status.phase, Some(TaskPhase::Publishing));
+}
+
+fn gateway_profile() -> HermesProfileSpec {
+    profile(json!({
+        "model": {"agent": {"url": "https://api.example.com", "credential": "anthropic"}},
+        "budget": {"default": {"tokens": 1000}},
+    }))
+}
+
+fn endpoint() -> crate::gateway::Endpoint {
+    crate::gateway::Endpoint {
+        address: "10.96.0.40".into(),
+        model_port: 8080,
+        proxy_port: 3128,
+        namespace: "hermes-system".into(),
+        pod_labels: BTreeMap::from([("app".to_owned(), "gw".to_owned())]),
+        target_ports: vec![8080, 3128],
+    }
+}
+
+fn counted(
+    instance: &str,
+    phase: RunPhase,
+    turns: u64,
+    tokens: u64,
+    refused: u64,
+) -> ((String, RunPhase), crate::gateway::Counted) {
+    (
+        (instance.to_owned(), phase),
+        crate::gateway::Counted {
+            figures: Figures {
+                turns,
+                input_tokens: tokens / 2,
+                output_tokens: tokens - tokens / 2,
+                cost_pico_usd: tokens * 3_000_000,
+                ..Figures::default()
+            },
+            refused,
+        },
+    )
+}
+
+#[test]
+fn a_gateway_profile_without_a_gateway_fails_clearly_and_starts_nothing() {
+    let mut obs = observed(vec![]);
+    obs.profile = Some(gateway_profile());
+    let plan = decide(&task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(plan.status.phase, Some(TaskPhase::Failed));
+    assert!(plan.create_job.is_none());
+    let ready = conditions::get(&plan.status.conditions, types::READY).expect("ready");
+    assert_eq!(ready.reason, reasons::GATEWAY_NOT_CONFIGURED);
+}
+
+#[test]
+fn a_gateway_whose_service_is_unknown_makes_the_task_wait() {
+    let mut obs = observed(vec![]);
+    obs.profile = Some(gateway_profile());
+    obs.gateway = Some(GatewayView::default());
+    let plan = decide(&task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(plan.status.phase, Some(TaskPhase::Pending));
+    assert!(plan.create_job.is_none());
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(5)));
+}
+
+#[test]
+fn usage_is_the_gateways_count_summed_over_instances_and_the_agents_report_is_only_kept() {
+    let mut obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+    ]);
+    obs.profile = Some(gateway_profile());
+    obs.gateway = Some(GatewayView {
+        endpoint: Some(endpoint()),
+        usage: [
+            counted("a", RunPhase::Implement, 3, 300, 0),
+            counted("b", RunPhase::Implement, 1, 100, 0),
+            counted("a", RunPhase::Review, 1, 50, 0),
+        ]
+        .into_iter()
+        .collect(),
+    });
+    let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Reviewing));
+    assert!(plans.iter().all(|p| p.gateway == Some(endpoint())));
+    let usage = task
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .expect("usage");
+    assert_eq!(usage.source, Some(UsageSource::Gateway));
+    assert_eq!(
+        (usage.turns, usage.input_tokens, usage.output_tokens),
+        (4, 200, 200)
+    );
+    assert_eq!(usage.cost_usd.as_deref(), Some("0.0012"));
+    assert_eq!(usage.meters.len(), 3);
+    assert_eq!(usage.review.as_ref().map(|r| r.turns), Some(1));
+    // The agent reported zeros; kept beside, never used.
+    assert_eq!(usage.reported.as_ref().map(|r| r.turns), Some(0));
+}
+
+#[test]
+fn an_older_read_of_an_instance_never_lowers_its_meter() {
+    let mut obs = observed(vec![((RunPhase::Prepare, 1), prepared())]);
+    obs.profile = Some(gateway_profile());
+    obs.gateway = Some(GatewayView {
+        endpoint: Some(endpoint()),
+        usage: [counted("a", RunPhase::Implement, 5, 500, 0)]
+            .into_iter()
+            .collect(),
+    });
+    let (mut task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    obs.gateway = Some(GatewayView {
+        endpoint: Some(endpoint()),
+        usage: [counted("a", RunPhase::Implement, 4, 400, 0)]
+            .into_iter()
+            .collect(),
+    });
+    let plan = decide(&task, &obs, &t(1));
+    task.status = Some(plan.status);
+    let usage = task
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .expect("usage");
+    assert_eq!(usage.turns, 5);
+}
+
+#[test]
+fn a_budget_refusal_fails_implement_with_budget_exceeded_and_the_figures() {
+    for exit_code in [0, 1] {
+        let mut obs = observed(vec![
+            ((RunPhase::Prepare, 1), prepared()),
+            ((RunPhase::Implement, 1), collected(exit_code)),
+        ]);
+        obs.profile = Some(gateway_profile());
+        obs.gateway = Some(GatewayView {
+            endpoint: Some(endpoint()),
+            usage: [counted("a", RunPhase::Implement, 7, 1200, 1)]
+                .into_iter()
+                .collect(),
+        });
+        let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+        assert_eq!(
+            phase(&task),
+            Some(TaskPhase::Failed),
+            "exit code {exit_code}"
+        );
+        assert!(
+            plans
+                .iter()
+                .all(|p| p.create_job != Some((RunPhase::Review, 1)))
+        );
+        let c = conditions::get(
+            &task.status.as_ref().expect("status").conditions,
+            types::IMPLEMENTED,
+        )
+        .expect("cond");
+        assert_eq!(c.reason, reasons::BUDGET_EXCEEDED);
+        assert!(c.message.contains("tokens 1200 of 1000"), "{}", c.message);
+        assert!(c.message.contains("refused 1"), "{}", c.message);
+    }
+}
+
+#[test]
+fn reaching_the_budget_on_the_last_turn_without_a_refusal_is_not_a_failure() {
+    let mut obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+    ]);
+    obs.profile = Some(gateway_profile());
+    obs.gateway = Some(GatewayView {
+        endpoint: Some(endpoint()),
+        usage: [counted("a", RunPhase::Implement, 7, 1000, 0)]
+            .into_iter()
+            .collect(),
+    });
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Reviewing));
+}
+
+#[test]
+fn without_the_gateway_usage_is_the_agents_report() {
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+    ]);
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    let usage = task
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .expect("usage");
+    assert_eq!(usage.source, Some(UsageSource::Agent));
+    assert!(usage.meters.is_empty());
 }
