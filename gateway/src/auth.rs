@@ -97,11 +97,27 @@ pub fn proxy_credential(headers: &HeaderMap) -> Result<Option<String>, ()> {
     Ok(Some(token.to_owned()))
 }
 
+/// A direct read of a task: when, what the cache held then, and what the
+/// read returned.
+struct Fetched {
+    at: Instant,
+    cached: Option<Arc<HermesTask>>,
+    read: Option<Arc<HermesTask>>,
+}
+
+fn same(a: Option<&Arc<HermesTask>>, b: Option<&Arc<HermesTask>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// Verifies credentials and checks their phase against the directory.
 pub struct Authorizer {
     keys: KeySource,
     directory: Arc<dyn Directory>,
-    fetched: Mutex<HashMap<(String, String), Instant>>,
+    fetched: Mutex<HashMap<(String, String), Fetched>>,
 }
 
 impl Authorizer {
@@ -119,22 +135,52 @@ impl Authorizer {
         &self.keys
     }
 
-    /// Whether a direct read of `namespace/name` may be made now (and
-    /// records it).
-    fn may_fetch(&self, namespace: &str, name: &str) -> bool {
-        let mut map = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if map.len() > 4096 {
-            map.retain(|_, at| now.duration_since(*at) < FETCH_EVERY);
-        }
+    /// The task as a direct read shows it: the read made less than
+    /// [`FETCH_EVERY`] ago (while the cache still holds what it held then:
+    /// a cache that moved since is newer than that read), or a new one.
+    async fn fetch(
+        &self,
+        namespace: &str,
+        name: &str,
+        cached: Option<&Arc<HermesTask>>,
+    ) -> Option<Arc<HermesTask>> {
         let k = (namespace.to_owned(), name.to_owned());
-        match map.get(&k) {
-            Some(at) if now.duration_since(*at) < FETCH_EVERY => false,
-            _ => {
-                map.insert(k, now);
-                true
+        {
+            let mut map = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if map.len() > 4096 {
+                map.retain(|_, f| now.duration_since(f.at) < FETCH_EVERY);
             }
+            if let Some(f) = map.get(&k)
+                && now.duration_since(f.at) < FETCH_EVERY
+            {
+                return if same(f.cached.as_ref(), cached) {
+                    f.read.clone()
+                } else {
+                    None
+                };
+            }
+            // Claimed now, so concurrent requests do not read it again.
+            map.insert(
+                k.clone(),
+                Fetched {
+                    at: now,
+                    cached: cached.cloned(),
+                    read: None,
+                },
+            );
         }
+        let read = self.directory.fetch_task(namespace, name).await;
+        let mut map = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(
+            k,
+            Fetched {
+                at: Instant::now(),
+                cached: cached.cloned(),
+                read: read.clone(),
+            },
+        );
+        read
     }
 
     /// The grant of `token`, or why there is none.
@@ -144,16 +190,18 @@ impl Authorizer {
             .ok_or(Refusal::NoCredential)?;
         let key = self.keys.current().ok_or(Refusal::BadCredential)?;
         let claims = key.verify(token).map_err(|_| Refusal::BadCredential)?;
-        if let Some(task) = self.directory.task(&claims.namespace, &claims.task)
-            && phase_live(&task, &claims)
+        let cached = self.directory.task(&claims.namespace, &claims.task);
+        if let Some(task) = &cached
+            && phase_live(task, &claims)
         {
-            return Ok(Grant { claims, task });
+            return Ok(Grant {
+                claims,
+                task: task.clone(),
+            });
         }
-        if self.may_fetch(&claims.namespace, &claims.task)
-            && let Some(task) = self
-                .directory
-                .fetch_task(&claims.namespace, &claims.task)
-                .await
+        if let Some(task) = self
+            .fetch(&claims.namespace, &claims.task, cached.as_ref())
+            .await
             && phase_live(&task, &claims)
         {
             return Ok(Grant { claims, task });
