@@ -200,6 +200,24 @@ pub fn install_operator(cluster: &Cluster, image: &str, helm_args: &[&str]) -> R
     run_ok(&mut cmd).map(|_| ())
 }
 
+/// As [`install_operator`], with the Hermes gateway enabled from the image
+/// `gateway` (`install-operator --gateway-image`).
+pub fn install_operator_with_gateway(
+    cluster: &Cluster,
+    image: &str,
+    gateway: &str,
+    helm_args: &[&str],
+) -> Result<(), String> {
+    let mut cmd = Command::new(repo_root().join("e2e/cluster/install-operator"));
+    cmd.arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(["--image", image, "--gateway-image", gateway]);
+    if !helm_args.is_empty() {
+        cmd.arg("--").args(helm_args);
+    }
+    run_ok(&mut cmd).map(|_| ())
+}
+
 // ---------------------------------------------------------------------------
 // OpenAPI v3 to strict JSON schema.
 

@@ -45,6 +45,8 @@ pub struct Images {
     pub agent: String,
     /// The reviewer (Claude Code).
     pub reviewer: String,
+    /// The Hermes gateway.
+    pub gateway: String,
 }
 
 impl Images {
@@ -54,17 +56,19 @@ impl Images {
     /// changed).
     pub fn resolve() -> Result<Self, String> {
         let var = |role: &str| std::env::var(format!("HERMES_IMAGE_{role}")).ok();
-        if let (Some(operator), Some(runner), Some(agent), Some(reviewer)) = (
+        if let (Some(operator), Some(runner), Some(agent), Some(reviewer), Some(gateway)) = (
             var("OPERATOR"),
             var("RUNNER"),
             var("AGENT"),
             var("REVIEWER"),
+            var("GATEWAY"),
         ) {
             return Ok(Self {
                 operator,
                 runner,
                 agent,
                 reviewer,
+                gateway,
             });
         }
         let root = repo_root();
@@ -99,6 +103,7 @@ impl Images {
             runner: get("runner")?,
             agent: get("agent")?,
             reviewer: get("reviewer")?,
+            gateway: get("gateway")?,
         })
     }
 }
@@ -321,7 +326,7 @@ impl TierB {
                 .get_or_init(|| Services::start(node_ip))
                 .as_ref()
                 .map_err(Clone::clone)?;
-            let deployed = DEPLOYED.get_or_init(|| deploy_operator(&cluster, &images));
+            let deployed = DEPLOYED.get_or_init(|| deploy_operator(&cluster, &images, node_ip));
             deployed.clone()?;
             Ok::<_, String>((images, services))
         };
@@ -351,7 +356,7 @@ impl TierB {
             .await?;
         let s = self.services;
         let secrets: Api<Secret> = Api::namespaced(self.cluster.client.clone(), &ns.name);
-        let model = |scenario: &str| json!({"ANTHROPIC_API_KEY": "sk-scripted", "ANTHROPIC_BASE_URL": s.model_url(scenario)});
+        let model = |scenario: &str| json!({"ANTHROPIC_API_KEY": SCRIPTED_MODEL_KEY, "ANTHROPIC_BASE_URL": s.model_url(scenario)});
         for (name, data) in [
             ("model-implementer", model(&profile.implementer)),
             ("model-reviewer", model(&profile.reviewer)),
@@ -418,6 +423,22 @@ impl TierB {
         });
         if let Some(rc) = &profile.runtime_class {
             spec["runtimeClassName"] = json!(rc);
+        }
+        if let Some(budget) = &profile.budget {
+            spec["budget"] = budget.clone();
+        }
+        if profile.gateway {
+            // No key in any task pod: the gateway holds it and forwards to
+            // the scripted server; the pods may reach the gateway only.
+            let upstream = |scenario: &str| json!({"url": s.model_url(scenario), "credential": "scripted"});
+            spec["model"] = json!({
+                "agent": upstream(&profile.implementer),
+                "reviewer": upstream(&profile.reviewer),
+                "prices": [{"model": "claude-sonnet-4-5*", "input": "3", "output": "15",
+                            "cacheRead": "0.3", "cacheWrite": "3.75"}],
+            });
+            spec["secrets"] = json!({"gitRead": "git-read", "gitPush": "git-push"});
+            spec["egress"] = json!({"prepare": allow(git_port), "publish": allow(git_port)});
         }
         let api: Api<hermes_crds::profile::HermesProfile> =
             Api::namespaced(self.cluster.client.clone(), &ns.name);
@@ -502,6 +523,11 @@ pub struct ProfileOptions {
     pub reviewer: String,
     /// A RuntimeClass for every task pod.
     pub runtime_class: Option<String>,
+    /// Route the agent's and the reviewer's model requests through the
+    /// Hermes gateway (`spec.model`) instead of handing them the key.
+    pub gateway: bool,
+    /// The profile's `budget` (default and max), if any.
+    pub budget: Option<serde_json::Value>,
 }
 
 impl ProfileOptions {
@@ -511,6 +537,16 @@ impl ProfileOptions {
             implementer: implementer.into(),
             reviewer: reviewer.into(),
             runtime_class: None,
+            gateway: false,
+            budget: None,
+        }
+    }
+
+    /// The given scenarios, through the gateway.
+    pub fn through_gateway(implementer: &str, reviewer: &str) -> Self {
+        Self {
+            gateway: true,
+            ..Self::scenarios(implementer, reviewer)
         }
     }
 }
@@ -648,9 +684,43 @@ async fn node_ip(cluster: &Cluster) -> Result<IpAddr, String> {
 /// rollout: `e2e/cluster/install-operator`, as the demo does. Blocking, once
 /// per process. The chart tests leave the same release behind, so this is
 /// then an upgrade that changes nothing.
-fn deploy_operator(cluster: &Cluster, images: &Images) -> Result<(), String> {
-    crate::chart::install_operator(cluster, &images.operator, &[])
+fn deploy_operator(cluster: &Cluster, images: &Images, node_ip: IpAddr) -> Result<(), String> {
+    // The model key only the gateway holds: a Secret in its namespace,
+    // before the install (the gateway's pod mounts it).
+    let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "hermes-model-scripted", "namespace": GATEWAY_NAMESPACE},
+         "stringData": {"api-key": SCRIPTED_MODEL_KEY}},
+    ]});
+    let out = cluster.kubectl_stdin(["apply", "--server-side", "-f", "-"], &manifest.to_string());
+    if !out.status.success() {
+        return Err(format!(
+            "creating the gateway's model Secret: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let deny = format!("gateway.denyCidrs={{10.244.0.0/16,10.96.0.0/16,{node_ip}/32}}");
+    crate::chart::install_operator_with_gateway(
+        cluster,
+        &images.operator,
+        &images.gateway,
+        &[
+            "--set",
+            "gateway.modelCredentials[0].name=scripted",
+            "--set",
+            "gateway.modelCredentials[0].secretName=hermes-model-scripted",
+            "--set",
+            &deny,
+        ],
+    )
 }
+
+/// The namespace the chart installs the operator and the gateway into.
+pub const GATEWAY_NAMESPACE: &str = "hermes-system";
+/// The key the scripted model server's upstream credential holds (only the
+/// gateway mounts it; profiles without the gateway hand it to the agent).
+pub const SCRIPTED_MODEL_KEY: &str = "sk-scripted";
 
 fn tempdir_in(root: &Path, name: &str) -> Result<PathBuf, String> {
     let dir = root.join(format!(".{name}"));

@@ -393,3 +393,114 @@ async fn a_task_file_in_the_repository_runs_and_its_hash_is_recorded() {
         base
     );
 }
+
+/// Through the Hermes gateway: the agent and the reviewer hold a credential
+/// of their own for the gateway, never the model key; their pods may reach
+/// the gateway and nothing else (no DNS); the usage in status is the
+/// gateway's own count, exactly the scripted figures, priced from the
+/// profile's table, with the agent's report kept beside it.
+#[tokio::test]
+async fn through_the_gateway_no_pod_holds_the_key_and_usage_is_the_gateways_exact_count() {
+    let Some(r) = Run::start(
+        "gateway.git",
+        ProfileOptions::through_gateway("implementer-happy", "reviewer-approve"),
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Succeeded", "{s:#}\n{}", r.f.pod_logs());
+    let usage = &s["usage"];
+    assert_eq!(usage["source"], "Gateway", "{s:#}");
+    assert_eq!(usage["turns"], 4, "{s:#}");
+    assert_eq!(usage["inputTokens"], 1670, "{s:#}");
+    assert_eq!(usage["outputTokens"], 180, "{s:#}");
+    assert_eq!(usage["cacheCreationTokens"], 3000, "{s:#}");
+    assert_eq!(usage["cacheReadTokens"], 13100, "{s:#}");
+    // Exact decimal arithmetic: 1670×3 + 180×15 + 3000×3.75 + 13100×0.3 µ$.
+    assert_eq!(usage["costUsd"], "0.02289", "{s:#}");
+    assert_eq!(usage["reported"]["turns"], 4, "the agent's own report: {s:#}");
+    assert!(usage["review"]["turns"].as_i64().unwrap_or(0) >= 1, "{s:#}");
+    // No task pod mounts a model Secret, and each phase's credential is a
+    // gateway credential, not the key.
+    let mounts = r.f.ns_kubectl(&[
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{range .spec.volumes[*]}{.secret.secretName} {end}{end}",
+    ]);
+    let secrets: Vec<&str> = mounts.split_whitespace().collect();
+    assert!(!secrets.is_empty(), "{mounts}");
+    for name in &secrets {
+        assert!(
+            ["git-read", "git-push"].contains(name) || name.starts_with("greet-gw-"),
+            "a task pod mounts {name}: {mounts}"
+        );
+    }
+    let key = r.f.ns_kubectl(&[
+        "get",
+        "secret",
+        "greet-gw-implement",
+        "-o",
+        "jsonpath={.data.ANTHROPIC_API_KEY}",
+    ]);
+    let key = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key.trim()).unwrap(),
+    )
+    .unwrap();
+    assert!(key.starts_with("hgw1."), "{key}");
+    assert_ne!(key, hermes_e2e::tier_b::SCRIPTED_MODEL_KEY);
+    // The implement pod's allow list: the gateway, no DNS.
+    let hash = r.f.ns_kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "hermes.dev/phase=implement",
+        "-o",
+        "jsonpath={.items[0].metadata.labels.hermes\\.dev/egress}",
+    ]);
+    let policy = r.f.ns_kubectl(&[
+        "get",
+        "networkpolicy",
+        &format!("hermes-egress-{}", hash.trim()),
+        "-o",
+        "jsonpath={.spec.egress}",
+    ]);
+    assert!(policy.contains("hermes-gateway") && !policy.contains("53"), "{policy}");
+}
+
+/// A scripted model that would go on for more turns than the budget allows
+/// is stopped by the gateway: the next request gets an API error, the task
+/// fails `BudgetExceeded` with the figures, no review runs, nothing is pushed.
+#[tokio::test]
+async fn the_gateway_stops_the_agent_at_its_budget() {
+    let mut options = ProfileOptions::through_gateway("implementer-happy", "reviewer-approve");
+    options.budget = Some(json!({"default": {"turns": 2}}));
+    let Some(r) = Run::start(
+        "budget.git",
+        options,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Failed", "{s:#}\n{}", r.f.pod_logs());
+    let c = condition(&s, "Implemented").unwrap();
+    assert_eq!(c["reason"], "BudgetExceeded", "{s:#}");
+    assert!(
+        c["message"].as_str().unwrap_or_default().contains("turns 2 of 2"),
+        "{s:#}"
+    );
+    assert_eq!(s["usage"]["turns"], 2, "{s:#}");
+    let review = r.f.ns_kubectl(&["get", "jobs", "-l", "hermes.dev/phase=review", "-o", "name"]);
+    assert!(review.trim().is_empty(), "no review: {review}");
+    assert_eq!(r.remote_main(), r.base);
+}

@@ -48,8 +48,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/*
 What the operator may do with the objects of the namespaces it acts in. The
 same rules go into the ClusterRole (every namespace) or into a Role in each
-watched namespace. No Secret access at all: the task pods mount Secrets by
-name, the operator never reads one.
+watched namespace. Secrets: never read; with the gateway, created only
+(each phase's gateway credential, whose content is deterministic, so an
+existing one is never changed): the operator cannot read or alter anyone's.
 */}}
 {{- define "hermes.operatorRules" -}}
 # Tasks: watched, their status written; the spec is never changed.
@@ -79,6 +80,11 @@ name, the operator never reads one.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.gateway.enabled }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -91,4 +97,34 @@ namespaces. Fails when both are empty.
 {{- fail "defaultProfile.enabled needs defaultProfile.namespaces (or watchNamespaces): the operator watches every namespace, and the chart does not guess where tasks run" -}}
 {{- end -}}
 {{- toJson $ns -}}
+{{- end -}}
+
+{{/* The gateway's name: Deployment, Service, ServiceAccount, roles. */}}
+{{- define "hermes.gatewayName" -}}
+{{- printf "%s-gateway" (include "hermes.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "hermes.gatewayKeySecret" -}}
+{{- default (printf "%s-key" (include "hermes.gatewayName" .)) .Values.gateway.signingKey.existingSecret -}}
+{{- end -}}
+
+{{- define "hermes.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "hermes.gatewayName" . }}
+{{- end -}}
+
+{{- define "hermes.gatewayLabels" -}}
+{{ include "hermes.gatewaySelectorLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/part-of: hermes
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The gateway reads tasks and profiles; it writes nothing and reads no Secret through the API. */}}
+{{- define "hermes.gatewayRules" -}}
+- apiGroups: [hermes.dev]
+  resources: [hermestasks, hermesprofiles]
+  verbs: [get, list, watch]
 {{- end -}}
