@@ -23,7 +23,7 @@ use crate::Error;
 /// Longest wait for a TCP connect or a TLS handshake upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most idle connections kept per origin.
-const MAX_IDLE: usize = 32;
+const MAX_IDLE: usize = 256;
 
 /// Where requests go: scheme, host and port.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]

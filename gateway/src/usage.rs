@@ -115,6 +115,9 @@ impl SseUsage {
 
     /// Feeds the next chunk of the stream.
     pub fn feed(&mut self, mut chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
@@ -369,6 +372,17 @@ mod tests {
         let cr = RECORDED.replace('\n', "\r");
         let bytes: Vec<&[u8]> = cr.as_bytes().chunks(3).collect();
         assert_eq!(count(&bytes), expected());
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_changes_nothing() {
+        let cr = RECORDED.replace('\n', "\r\n");
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        for line in cr.as_bytes().split_inclusive(|&b| b == b'\r') {
+            pieces.push(line);
+            pieces.push(b"");
+        }
+        assert_eq!(count(&pieces), expected());
     }
 
     #[test]
