@@ -119,7 +119,30 @@ pub struct Services {
     /// A listener on the node that no profile allows: it answers any request
     /// with `200 decoy`, so reaching it is visible.
     pub decoy: SocketAddr,
+    /// A stand-in package registry at [`REGISTRY_IP`] (answers `200 decoy`):
+    /// an address outside every range the gateway's proxy denies, reached
+    /// by name through the proxy only.
+    pub registry: SocketAddr,
     _dir: PathBuf,
+}
+
+/// The stand-in registry's address, added to the node's loopback interface:
+/// 198.18.0.0/15 (benchmarking) is neither private, nor the cluster's, nor
+/// the node's listed address, so the proxy may connect to it.
+pub const REGISTRY_IP: &str = "198.18.0.10";
+
+/// Names the gateway's /etc/hosts gives (the chart's `gateway.hostAliases`)
+/// and the address each points at: the stand-in registry (listed), another
+/// name at the same address (not listed), and names pointed at addresses
+/// the proxy must refuse however they are listed.
+pub fn gateway_host_aliases(node_ip: IpAddr) -> serde_json::Value {
+    json!([
+        {"ip": REGISTRY_IP, "hostnames": ["registry.hermes.test", "unlisted.hermes.test"]},
+        {"ip": "169.254.169.254", "hostnames": ["metadata.hermes.test"]},
+        {"ip": "10.96.0.1", "hostnames": ["api.hermes.test"]},
+        {"ip": node_ip.to_string(), "hostnames": ["node.hermes.test"]},
+        {"ip": "127.0.0.1", "hostnames": ["loop.hermes.test"]},
+    ])
 }
 
 /// The built-in scenarios plus `extra` (name, YAML).
@@ -214,6 +237,67 @@ turns:
     )
 }
 
+/// The probe an implementer behind the gateway runs with its Bash tool, one
+/// line per attempt (`probe <label> reachable <code>` / `unreachable <rc>`):
+/// through the proxy to a listed name (plain HTTP forwarding and CONNECT),
+/// to a name not listed, to listed names that resolve to denied addresses,
+/// a TLS hello whose SNI is not the CONNECT host, a direct connection that
+/// skips the proxy, and a name resolved in the pod itself.
+pub fn gateway_probe_script(ip: IpAddr, port: u16) -> String {
+    format!(
+        r#"probe() {{
+  label=$1; shift
+  code=$(curl -sS -m 6 -o /dev/null -w '%{{http_code}}' "$@" 2>/dev/null); rc=$?
+  if [ $rc = 0 ] && [ "$code" = 200 ]; then echo "probe $label reachable $code"; else echo "probe $label unreachable $rc/$code"; fi
+}}
+probe forward http://registry.hermes.test:{port}/
+probe connect -p http://registry.hermes.test:{port}/
+probe unlisted http://unlisted.hermes.test:{port}/
+probe metadata-name -p http://metadata.hermes.test:{port}/
+probe api-name -p http://api.hermes.test:{port}/
+probe node-name -p http://node.hermes.test:{port}/
+probe loopback-name -p http://loop.hermes.test:{port}/
+probe sni-mismatch -k --connect-to evil.example:{port}:registry.hermes.test:{port} https://evil.example:{port}/
+probe direct --noproxy '*' http://{REGISTRY_IP}:{port}/
+probe direct-node --noproxy '*' http://{ip}:{port}/
+if getent hosts registry.hermes.test >/dev/null 2>&1 || getent hosts example.com >/dev/null 2>&1; then echo "dns resolves"; else echo "dns fails"; fi
+"#
+    )
+}
+
+fn gateway_probe_scenario(ip: IpAddr, port: u16) -> String {
+    let command = serde_json::to_string(&gateway_probe_script(ip, port)).unwrap_or_default();
+    format!(
+        r#"description: implementer behind the gateway probes egress by name, then edits in scope
+turns:
+  - content:
+      - type: tool_use
+        name: Bash
+        input:
+          command: {command}
+          description: Probe egress through the gateway
+          timeout: 120000
+    usage: {{input_tokens: 800, output_tokens: 60}}
+  - content:
+      - type: tool_use
+        name: Edit
+        input:
+          file_path: "{{{{cwd}}}}/src/greet.sh"
+          old_string: 'echo "Hello $name"'
+          new_string: 'echo "Hello, $name!"'
+    usage: {{input_tokens: 100, output_tokens: 20}}
+  - content:
+      - type: text
+        text: Probed.
+    stop_reason: end_turn
+    usage: {{input_tokens: 100, output_tokens: 20}}
+"#
+    )
+}
+
+/// The name of the scenario [`gateway_probe_scenario`] registers.
+pub const GATEWAY_PROBE_SCENARIO: &str = "implementer-gateway-probe-tier-b";
+
 /// The name of the scenario [`probe_scenario`] registers.
 pub const PROBE_SCENARIO: &str = "implementer-probe-tier-b";
 /// An implementer that reports the kernel it runs on (`kernel <uname -r>`),
@@ -268,7 +352,29 @@ impl Services {
             .local_addr()
             .map_err(|e| format!("decoy address: {e}"))?;
         std::thread::spawn(move || serve_decoy(decoy_listener));
+        // The registry's address on the node (idempotent: an address already
+        // there is fine).
+        let added = std::process::Command::new("ip")
+            .args(["addr", "replace", &format!("{REGISTRY_IP}/32"), "dev", "lo"])
+            .output()
+            .map_err(|e| format!("ip addr: {e}"))?;
+        if !added.status.success() {
+            return Err(format!(
+                "adding {REGISTRY_IP} to lo: {}",
+                String::from_utf8_lossy(&added.stderr)
+            ));
+        }
+        let registry_listener = TcpListener::bind((REGISTRY_IP, 0))
+            .map_err(|e| format!("binding the stand-in registry: {e}"))?;
+        let registry = registry_listener
+            .local_addr()
+            .map_err(|e| format!("registry address: {e}"))?;
+        std::thread::spawn(move || serve_decoy(registry_listener));
         let extra = [
+            (
+                GATEWAY_PROBE_SCENARIO.to_owned(),
+                gateway_probe_scenario(node_ip, registry.port()),
+            ),
             (
                 PROBE_SCENARIO.to_owned(),
                 probe_scenario(node_ip, decoy.port()),
@@ -285,6 +391,7 @@ impl Services {
             git,
             model,
             decoy,
+            registry,
             _dir: dir,
         })
     }
@@ -430,7 +537,8 @@ impl TierB {
         if profile.gateway {
             // No key in any task pod: the gateway holds it and forwards to
             // the scripted server; the pods may reach the gateway only.
-            let upstream = |scenario: &str| json!({"url": s.model_url(scenario), "credential": "scripted"});
+            let upstream =
+                |scenario: &str| json!({"url": s.model_url(scenario), "credential": "scripted"});
             spec["model"] = json!({
                 "agent": upstream(&profile.implementer),
                 "reviewer": upstream(&profile.reviewer),
@@ -439,6 +547,9 @@ impl TierB {
             });
             spec["secrets"] = json!({"gitRead": "git-read", "gitPush": "git-push"});
             spec["egress"] = json!({"prepare": allow(git_port), "publish": allow(git_port)});
+            if let Some(hosts) = &profile.hosts {
+                spec["egress"]["hosts"] = hosts.clone();
+            }
         }
         let api: Api<hermes_crds::profile::HermesProfile> =
             Api::namespaced(self.cluster.client.clone(), &ns.name);
@@ -528,6 +639,8 @@ pub struct ProfileOptions {
     pub gateway: bool,
     /// The profile's `budget` (default and max), if any.
     pub budget: Option<serde_json::Value>,
+    /// The profile's `egress.hosts` (with the gateway), if any.
+    pub hosts: Option<serde_json::Value>,
 }
 
 impl ProfileOptions {
@@ -539,6 +652,7 @@ impl ProfileOptions {
             runtime_class: None,
             gateway: false,
             budget: None,
+            hosts: None,
         }
     }
 
@@ -701,6 +815,7 @@ fn deploy_operator(cluster: &Cluster, images: &Images, node_ip: IpAddr) -> Resul
         ));
     }
     let deny = format!("gateway.denyCidrs={{10.244.0.0/16,10.96.0.0/16,{node_ip}/32}}");
+    let aliases = format!("gateway.hostAliases={}", gateway_host_aliases(node_ip));
     crate::chart::install_operator_with_gateway(
         cluster,
         &images.operator,
@@ -712,6 +827,8 @@ fn deploy_operator(cluster: &Cluster, images: &Images, node_ip: IpAddr) -> Resul
             "gateway.modelCredentials[0].secretName=hermes-model-scripted",
             "--set",
             &deny,
+            "--set-json",
+            &aliases,
         ],
     )
 }

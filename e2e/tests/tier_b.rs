@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use hermes_e2e::tier_b::{
-    Fixture, KERNEL_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB, probe_results,
+    Fixture, GATEWAY_PROBE_SCENARIO, KERNEL_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB,
+    probe_results,
 };
 use serde_json::{Value, json};
 
@@ -423,7 +424,10 @@ async fn through_the_gateway_no_pod_holds_the_key_and_usage_is_the_gateways_exac
     assert_eq!(usage["cacheReadTokens"], 13100, "{s:#}");
     // Exact decimal arithmetic: 1670×3 + 180×15 + 3000×3.75 + 13100×0.3 µ$.
     assert_eq!(usage["costUsd"], "0.02289", "{s:#}");
-    assert_eq!(usage["reported"]["turns"], 4, "the agent's own report: {s:#}");
+    assert_eq!(
+        usage["reported"]["turns"], 4,
+        "the agent's own report: {s:#}"
+    );
     assert!(usage["review"]["turns"].as_i64().unwrap_or(0) >= 1, "{s:#}");
     // No task pod mounts a model Secret, and each phase's credential is a
     // gateway credential, not the key.
@@ -470,7 +474,10 @@ async fn through_the_gateway_no_pod_holds_the_key_and_usage_is_the_gateways_exac
         "-o",
         "jsonpath={.spec.egress}",
     ]);
-    assert!(policy.contains("hermes-gateway") && !policy.contains("53"), "{policy}");
+    assert!(
+        policy.contains("hermes-gateway") && !policy.contains("53"),
+        "{policy}"
+    );
 }
 
 /// A scripted model that would go on for more turns than the budget allows
@@ -496,11 +503,98 @@ async fn the_gateway_stops_the_agent_at_its_budget() {
     let c = condition(&s, "Implemented").unwrap();
     assert_eq!(c["reason"], "BudgetExceeded", "{s:#}");
     assert!(
-        c["message"].as_str().unwrap_or_default().contains("turns 2 of 2"),
+        c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("turns 2 of 2"),
         "{s:#}"
     );
     assert_eq!(s["usage"]["turns"], 2, "{s:#}");
-    let review = r.f.ns_kubectl(&["get", "jobs", "-l", "hermes.dev/phase=review", "-o", "name"]);
+    let review =
+        r.f.ns_kubectl(&["get", "jobs", "-l", "hermes.dev/phase=review", "-o", "name"]);
     assert!(review.trim().is_empty(), "no review: {review}");
     assert_eq!(r.remote_main(), r.base);
+}
+
+/// Egress by host name, driven through the real agent's Bash tool behind
+/// the gateway: a listed name answers through the proxy (plain HTTP and
+/// CONNECT); a name not listed is refused; listed names that resolve to the
+/// metadata address, the API server's Service address, the node or loopback
+/// are refused; a TLS hello whose SNI differs from the CONNECT host is
+/// refused; a connection that skips the proxy is dropped; and every refusal
+/// is in the gateway's log with its reason.
+#[tokio::test]
+async fn behind_the_gateway_the_agent_reaches_listed_names_only_and_never_a_denied_address() {
+    let Some(b) = TierB::connect().await else {
+        return;
+    };
+    let port = b.services.registry.port();
+    let mut options = ProfileOptions::through_gateway(GATEWAY_PROBE_SCENARIO, "reviewer-approve");
+    let listed = |name: &str| json!({"name": name, "ports": [port]});
+    options.hosts = Some(json!({"implement": [
+        listed("registry.hermes.test"),
+        listed("metadata.hermes.test"),
+        listed("api.hermes.test"),
+        listed("node.hermes.test"),
+        listed("loop.hermes.test"),
+        listed("evil.example"),
+    ]}));
+    drop(b);
+    let Some(r) = Run::start(
+        "gateway-egress.git",
+        options,
+        json!({"mode": "auto"}),
+        json!({"mode": "none"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    let seen = probe_results(&r.b.services.model_records(), GATEWAY_PROBE_SCENARIO);
+    assert!(
+        !seen.is_empty(),
+        "the probe did not run: {s:#}\n{}",
+        r.f.pod_logs()
+    );
+    for label in ["forward", "connect"] {
+        let got = &seen[&format!("probe {label}")];
+        assert!(
+            got.starts_with("reachable 200"),
+            "{label}: {got} (all: {seen:#?})"
+        );
+    }
+    for label in [
+        "unlisted",
+        "metadata-name",
+        "api-name",
+        "node-name",
+        "loopback-name",
+        "sni-mismatch",
+        "direct",
+        "direct-node",
+    ] {
+        let got = &seen[&format!("probe {label}")];
+        assert!(
+            got.starts_with("unreachable"),
+            "{label}: {got} (all: {seen:#?})"
+        );
+    }
+    assert_eq!(seen["dns"], "fails", "{seen:#?}");
+    let logs = r.b.cluster.kubectl([
+        "logs",
+        "-n",
+        hermes_e2e::tier_b::GATEWAY_NAMESPACE,
+        "deployment/hermes-gateway",
+        "--tail",
+        "2000",
+    ]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    for reason in ["not-listed", "denied-address", "sni-mismatch"] {
+        assert!(
+            logs.contains(reason),
+            "no {reason} in the gateway's log:\n{logs}"
+        );
+    }
 }
