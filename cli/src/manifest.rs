@@ -423,6 +423,7 @@ pub fn build(
         timeouts: front.timeouts.clone(),
         budget: front.budget.clone(),
         egress: None,
+        egress_hosts: None,
         priority,
         depends_on: depends_on.into_iter().map(|(d, _)| ObjectName(d)).collect(),
     };

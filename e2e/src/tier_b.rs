@@ -261,7 +261,13 @@ probe sni-mismatch -k --connect-to evil.example:{port}:registry.hermes.test:{por
 probe direct --noproxy '*' http://{REGISTRY_IP}:{port}/
 probe direct-node --noproxy '*' http://{ip}:{port}/
 if getent hosts registry.hermes.test >/dev/null 2>&1 || getent hosts example.com >/dev/null 2>&1; then echo "dns resolves"; else echo "dns fails"; fi
-"#
+k="{k1}""{k2}"
+found=$(grep -rIls --exclude-dir=proc --exclude-dir=sys -e "$k" / 2>/dev/null | head -n 5)
+envs=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -c -e "$k")
+echo "model-key files [${{found}}] env $envs"
+"#,
+        k1 = &SCRIPTED_MODEL_KEY[..4],
+        k2 = &SCRIPTED_MODEL_KEY[4..],
     )
 }
 
@@ -831,6 +837,32 @@ fn deploy_operator(cluster: &Cluster, images: &Images, node_ip: IpAddr) -> Resul
             &aliases,
         ],
     )
+}
+
+/// A plain HTTP/1.1 POST from the test process; the whole answer (status
+/// line, headers, body) as text.
+pub fn http_post(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<String, String> {
+    let mut conn = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    conn.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    conn.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 /// The namespace the chart installs the operator and the gateway into.

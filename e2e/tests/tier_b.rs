@@ -458,6 +458,26 @@ async fn through_the_gateway_no_pod_holds_the_key_and_usage_is_the_gateways_exac
     .unwrap();
     assert!(key.starts_with("hgw1."), "{key}");
     assert_ne!(key, hermes_e2e::tier_b::SCRIPTED_MODEL_KEY);
+    // Once its phase has ended the credential opens nothing: the gateway
+    // refuses it (401), it is not the key.
+    let ip = r.b.cluster.kubectl([
+        "get",
+        "service",
+        "-n",
+        hermes_e2e::tier_b::GATEWAY_NAMESPACE,
+        "hermes-gateway",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_owned();
+    let answer = hermes_e2e::tier_b::http_post(
+        &format!("{ip}:8080"),
+        "/v1/messages",
+        &[("x-api-key", key.as_str()), ("anthropic-version", "2023-06-01")],
+        r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     // The implement pod's allow list: the gateway, no DNS.
     let hash = r.f.ns_kubectl(&[
         "get",
@@ -582,6 +602,8 @@ async fn behind_the_gateway_the_agent_reaches_listed_names_only_and_never_a_deni
         );
     }
     assert_eq!(seen["dns"], "fails", "{seen:#?}");
+    // The model key is nowhere in the agent's pod: no file, no process environment.
+    assert_eq!(seen["model-key"], "files [] env 0", "{seen:#?}");
     let logs = r.b.cluster.kubectl([
         "logs",
         "-n",

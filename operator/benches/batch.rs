@@ -94,6 +94,7 @@ fn raw_job(i: usize, ns: &str, phase: RunPhase) -> Job {
         task: &t,
         profile: &profile,
         effective: &e,
+        gateway: None,
     };
     let facts = PhaseFacts {
         base_commit: (phase != RunPhase::Prepare).then(|| kubelet::BASE.to_owned()),

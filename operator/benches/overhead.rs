@@ -111,6 +111,7 @@ async fn create_directly(client: &kube::Client, ns: &str, t: &HermesTask, profil
         task: t,
         profile: &profile.spec,
         effective: &e,
+        gateway: None,
     };
     let pp = PatchParams::apply("bench.hermes.dev").force();
     let cm = builders::task_configmap(&input, "# Bench\nDo nothing.");

@@ -124,6 +124,9 @@ pub struct Counted {
 /// One task's counts: by (instance, phase).
 pub type TaskUsage = BTreeMap<(String, RunPhase), Counted>;
 
+/// A controller's wake channel and the namespace it covers (None: all).
+type Waker = (Option<String>, UnboundedSender<ObjectRef<HermesTask>>);
+
 /// The link: configuration, the Service as last read, the counts.
 pub struct Gateway {
     client: Client,
@@ -132,7 +135,7 @@ pub struct Gateway {
     key: SigningKey,
     endpoint: RwLock<Option<Endpoint>>,
     book: Mutex<HashMap<String, (String, String, TaskUsage)>>,
-    wakers: Mutex<Vec<(Option<String>, UnboundedSender<ObjectRef<HermesTask>>)>>,
+    wakers: Mutex<Vec<Waker>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -363,10 +366,10 @@ impl Gateway {
         let mut rounds: u64 = 0;
         loop {
             tick.tick().await;
-            if rounds % 20 == 0 || self.endpoint().is_none() {
-                if let Err(e) = self.refresh_endpoint().await {
-                    warn!(error = %e, "gateway Service");
-                }
+            if (rounds.is_multiple_of(20) || self.endpoint().is_none())
+                && let Err(e) = self.refresh_endpoint().await
+            {
+                warn!(error = %e, "gateway Service");
             }
             rounds += 1;
             let instances = match self.instances().await {

@@ -29,8 +29,8 @@ fn task(extra: serde_json::Value) -> HermesTask {
     .unwrap()
 }
 
-fn profile(secrets: bool) -> HermesProfile {
-    serde_json::from_value(json!({
+fn profile(secrets: bool, gateway: bool) -> HermesProfile {
+    let mut p: HermesProfile = serde_json::from_value(json!({
         "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesProfile", "metadata": {"name": "default"},
         "spec": {
             "agent": {"image": "a:1", "command": ["claude", "-p", "--output-format", "json"]},
@@ -40,7 +40,28 @@ fn profile(secrets: bool) -> HermesProfile {
             "policy": {"outOfScope": "warn"},
         }
     }))
-    .unwrap()
+    .unwrap();
+    if gateway {
+        p.spec.model = Some(
+            serde_json::from_value(
+                json!({"agent": {"url": "https://api.example.com", "credential": "c"}}),
+            )
+            .unwrap(),
+        );
+    }
+    p
+}
+
+/// Where the gateway is, for the profiles that use it.
+fn endpoint() -> hermes_operator::gateway::Endpoint {
+    hermes_operator::gateway::Endpoint {
+        address: "10.96.0.40".into(),
+        model_port: 8080,
+        proxy_port: 3128,
+        namespace: "hermes-system".into(),
+        pod_labels: [("app".to_owned(), "gw".to_owned())].into(),
+        target_ports: vec![8080, 3128],
+    }
 }
 
 /// Every runner invocation in a Job: (container, argv).
@@ -77,14 +98,16 @@ fn every_runner_command_line_in_every_phase_parses() {
         ),
     ];
     let mut parsed = 0;
-    for secrets in [true, false] {
-        let p = profile(secrets);
+    let gw = endpoint();
+    for (secrets, gateway) in [(true, false), (false, false), (false, true)] {
+        let p = profile(secrets, gateway);
         for t in &tasks {
             let e = effective(&t.spec, &p.spec).unwrap();
             let input = BuildInput {
                 task: t,
                 profile: &p.spec,
                 effective: &e,
+                gateway: gateway.then_some(&gw),
             };
             let facts = PhaseFacts {
                 base_commit: Some("89abcdef0123456789abcdef0123456789abcdef".into()),
@@ -117,5 +140,5 @@ fn every_runner_command_line_in_every_phase_parses() {
             }
         }
     }
-    assert!(parsed >= 48, "parsed {parsed} command lines");
+    assert!(parsed >= 72, "parsed {parsed} command lines");
 }
