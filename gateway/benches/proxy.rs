@@ -8,7 +8,7 @@
 //! the targets: p50 ratio ≤ 1.05, p99 added latency ≤ 2 ms at 1 stream, no
 //! error at 200.
 //!
-//!     cargo bench -p hermes-gateway --bench proxy [-- --iterations N --rounds R --concurrency C]
+//!     cargo bench -p hermes-gateway --bench proxy [-- --iterations N --rounds R --concurrency C --gateway-threads T]
 //!
 //! Everything shares the machine (client, model server, gateway), so run it
 //! on an otherwise idle one.
@@ -259,6 +259,7 @@ fn main() {
     let iterations = arg("--iterations", 400);
     let rounds = arg("--rounds", 5);
     let conns = arg("--concurrency", 200);
+    let gw_threads = arg("--gateway-threads", 2);
 
     let mut config = Config::loopback(Scenarios::builtin().unwrap());
     config.api_key = Some(REAL_KEY.into());
@@ -308,7 +309,7 @@ fn main() {
 
     // The gateway on its own runtime, so its threads' CPU can be read apart.
     let gw_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(gw_threads)
         .thread_name(GW_THREAD)
         .enable_all()
         .build()
@@ -347,7 +348,7 @@ fn main() {
     let rss_before = status_kb("VmRSS:");
 
     println!(
-        "hermes-gateway proxy bench: scripted model server (implementer-happy, turn 0, SSE), {iterations} sequential streams, {conns}×{rounds} concurrent"
+        "hermes-gateway proxy bench: scripted model server (implementer-happy, turn 0, SSE), {iterations} sequential streams, {conns}×{rounds} concurrent, gateway on {gw_threads} worker threads"
     );
     // Warm up both paths (connections, pools, page faults).
     client.block_on(async {

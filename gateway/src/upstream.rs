@@ -22,6 +22,8 @@ use crate::Error;
 
 /// Longest wait for a TCP connect or a TLS handshake upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a pooled connection to be ready for its next request.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most idle connections kept per origin.
 const MAX_IDLE: usize = 256;
 
@@ -152,7 +154,7 @@ impl Upstreams {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(origin)?;
         while let Some(s) = list.pop() {
-            if s.is_ready() {
+            if !s.is_closed() {
                 return Some(s);
             }
         }
@@ -194,6 +196,15 @@ impl Upstreams {
         // request is written; the request is then sent on a new connection.
         let mut req = req;
         while let Some(mut sender) = self.take_idle(origin) {
+            // A pooled connection has read its last response whole; ready()
+            // returns once its dispatcher has seen that too (at once, or
+            // with an error when the server closed it meanwhile).
+            if !matches!(
+                tokio::time::timeout(READY_TIMEOUT, sender.ready()).await,
+                Ok(Ok(()))
+            ) {
+                continue;
+            }
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, self.pooled(origin, sender))),
                 Err(mut e) => match e.take_message() {
