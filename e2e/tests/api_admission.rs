@@ -462,6 +462,33 @@ fn task_cases() -> Vec<Case> {
 fn profile_cases() -> Vec<Case> {
     vec![
         case(
+            "the gateway and a model key for the agent at once",
+            "/spec",
+            json!({
+                "agent": {"image": "hermes/agent:0.1.0", "command": ["claude", "-p"]},
+                "reviewer": {"image": "hermes/reviewer:0.1.0", "command": ["claude", "-p"]},
+                "runner": {"image": "hermes/runner:0.1.0"},
+                "model": {"agent": {"url": "https://api.example.com", "credential": "anthropic"}},
+                "secrets": {"model": "model-key"},
+            }),
+            "spec.model",
+            "no task pod holds a model key",
+        ),
+        case(
+            "host names without the gateway",
+            "/spec/egress/hosts",
+            json!({"implement": [{"name": "registry.npmjs.org"}]}),
+            "spec.egress.hosts",
+            "needs model",
+        ),
+        case(
+            "a host rule naming an address",
+            "/spec/egress/hosts",
+            json!({"implement": [{"name": "169.254.169.254"}]}),
+            "spec.egress.hosts.implement[0].name",
+            "must be a host name",
+        ),
+        case(
             "empty agent image",
             "/spec/agent/image",
             json!(""),

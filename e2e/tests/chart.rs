@@ -1134,3 +1134,72 @@ async fn install_upgrade_to_two_replicas_and_to_listed_namespaces_uninstall_and_
     );
     assert_eq!(status, format!("1 {}", images.operator));
 }
+
+/// With the gateway on: its pod is restricted and mounts the signing key and
+/// each model credential as a directory (so a rotated Secret reaches it);
+/// its RBAC reads tasks and profiles and nothing else; the operator gains
+/// only the right to create Secrets (never read or change one) and to read
+/// the gateway's Service and EndpointSlices in its own namespace.
+#[test]
+fn the_gateway_is_restricted_reads_only_tasks_and_profiles_and_the_operator_only_creates_secrets() {
+    for watch in [false, true] {
+        let mut args: Vec<String> = [
+            "gateway.enabled=true",
+            "gateway.modelCredentials[0].name=anthropic",
+            "gateway.modelCredentials[0].secretName=model-key",
+        ]
+        .iter()
+        .flat_map(|p| ["--set".to_owned(), (*p).to_owned()])
+        .collect();
+        if watch {
+            args.extend(["--set".to_owned(), "watchNamespaces={team-a}".to_owned()]);
+        }
+        let docs = render(&args);
+        let by = chart::by_kind(&docs);
+        let gateway = by["Deployment"]
+            .iter()
+            .find(|d| d["metadata"]["name"] == "hermes-gateway")
+            .expect("a gateway Deployment");
+        let pod = &gateway["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], json!(false));
+        assert_eq!(pod["serviceAccountName"], json!("hermes-gateway"));
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], json!(true));
+        assert_eq!(pod["securityContext"]["fsGroup"], json!(65532));
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["securityContext"],
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                   "capabilities": {"drop": ["ALL"]}})
+        );
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], json!("/readyz"));
+        let mounts = c["volumeMounts"].to_string();
+        assert!(
+            mounts.contains("/var/run/hermes/model-credentials/anthropic"),
+            "{mounts}"
+        );
+        assert!(!mounts.contains("subPath"), "{mounts}");
+        let service = by["Service"]
+            .iter()
+            .find(|d| d["metadata"]["name"] == "hermes-gateway")
+            .expect("a gateway Service");
+        assert_eq!(service["spec"]["sessionAffinity"], json!("ClientIP"));
+        for (role, rule) in chart::rbac_rules(&docs) {
+            let resources = rule["resources"].to_string();
+            let verbs = rule["verbs"].to_string();
+            if role.ends_with("/hermes-gateway") {
+                assert_eq!(resources, r#"["hermestasks","hermesprofiles"]"#, "{role}");
+                assert_eq!(verbs, r#"["get","list","watch"]"#, "{role}");
+            }
+            if resources.contains("secrets") {
+                assert!(role.contains("hermes-operator"), "{role} touches Secrets");
+                assert_eq!(verbs, r#"["create"]"#, "{role}: {rule}");
+            }
+        }
+        let operator = by["Deployment"]
+            .iter()
+            .find(|d| d["metadata"]["name"] == "hermes-operator")
+            .expect("the operator");
+        let env = operator["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+        assert!(env.contains("HERMES_GATEWAY_SERVICE"), "{env}");
+    }
+}
