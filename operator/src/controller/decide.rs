@@ -651,6 +651,10 @@ impl Decider<'_> {
     /// meter per phase (an instance's count only grows, so a smaller one is
     /// an older read and ignored), then the figures as their sum.
     fn record_gateway_usage(&mut self, counted: &crate::gateway::TaskUsage) {
+        if counted.is_empty() && self.plan.status.usage.is_none() {
+            // Nothing counted yet: no usage to show (a queued task has none).
+            return;
+        }
         let usage = self.plan.status.usage.get_or_insert_with(Usage::default);
         for ((instance, phase), c) in counted {
             let meter = UsageMeter::new(instance, *phase, &c.figures, c.refused);
@@ -776,9 +780,13 @@ impl Decider<'_> {
                     cache_creation_tokens: clamp(agent.cache_creation_tokens),
                     cost_usd: agent.cost_usd.clone(),
                 };
+                let gateway_counts = self.plan.gateway.is_some();
                 let usage = self.plan.status.usage.get_or_insert_with(Usage::default);
-                if usage.source == Some(UsageSource::Gateway) {
-                    // The gateway counted: the agent's word is kept, not used.
+                if gateway_counts {
+                    // The gateway counts (even nothing, if no request got
+                    // through): the agent's word is kept, never used.
+                    usage.source = Some(UsageSource::Gateway);
+                    usage.cost_usd.get_or_insert_with(|| "0".to_owned());
                     usage.reported = Some(reported);
                 } else {
                     *usage = Usage {

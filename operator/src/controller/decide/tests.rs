@@ -731,3 +731,37 @@ fn without_the_gateway_usage_is_the_agents_report() {
     assert_eq!(usage.source, Some(UsageSource::Agent));
     assert!(usage.meters.is_empty());
 }
+
+#[test]
+fn with_the_gateway_an_agent_whose_requests_never_got_through_does_not_report_its_own_usage() {
+    let mut obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), collected(0)),
+    ]);
+    obs.profile = Some(gateway_profile());
+    obs.gateway = Some(GatewayView {
+        endpoint: Some(endpoint()),
+        usage: Default::default(),
+    });
+    let (task, _) = settle(task(json!({}), json!({})), &obs, &t(0));
+    let usage = task
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.clone())
+        .expect("usage");
+    assert_eq!(usage.source, Some(UsageSource::Gateway));
+    assert_eq!((usage.turns, usage.cost_usd.as_deref()), (0, Some("0")));
+    assert!(usage.reported.is_some());
+}
+
+#[test]
+fn a_queued_gateway_task_shows_no_usage() {
+    let mut obs = observed(vec![]);
+    obs.profile = Some(gateway_profile());
+    obs.gateway = Some(GatewayView {
+        endpoint: Some(endpoint()),
+        usage: Default::default(),
+    });
+    let plan = decide(&task(json!({}), json!({})), &obs, &t(0));
+    assert!(plan.status.usage.is_none());
+}
