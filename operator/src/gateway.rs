@@ -345,11 +345,6 @@ impl Gateway {
         }
     }
 
-    /// Forgets the counts of a task that ended (its status holds them).
-    pub fn forget(&self, uid: &str) {
-        lock(&self.book).remove(uid);
-    }
-
     fn wake(&self, namespace: &str, name: &str) {
         for (scope, tx) in lock(&self.wakers).iter() {
             if scope.as_deref().is_none_or(|s| s == namespace) {
@@ -379,15 +374,27 @@ impl Gateway {
                     continue;
                 }
             };
+            let mut seen = std::collections::HashSet::new();
+            let mut complete = true;
             for addr in instances {
                 match self.fetch(addr, None).await {
                     Ok(report) => {
+                        seen.extend(report.entries.iter().map(|e| e.uid.clone()));
                         for (ns, name) in self.take(&report) {
                             self.wake(&ns, &name);
                         }
                     }
-                    Err(e) => debug!(error = %e, "gateway usage"),
+                    Err(e) => {
+                        complete = false;
+                        debug!(error = %e, "gateway usage");
+                    }
                 }
+            }
+            // What no instance remembers any more (it evicts ended tasks
+            // after a while) leaves the book; an entry that did not change
+            // wakes nothing, so an ended task is not reconciled again.
+            if complete {
+                lock(&self.book).retain(|uid, _| seen.contains(uid));
             }
         }
     }
@@ -492,6 +499,40 @@ mod tests {
         assert_eq!(e.proxy_url("tok"), "http://hermes:tok@10.96.0.40:3128");
         assert_eq!(e.target_ports, vec![8080, 3128]);
         assert_eq!(e.namespace, "hermes-system");
+    }
+
+    #[tokio::test]
+    async fn a_report_wakes_its_task_only_when_a_count_changed() {
+        use hermes_crds::gateway::UsageEntry;
+        let Ok(client) = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().unwrap_or_default(),
+        )) else {
+            return;
+        };
+        let key = SigningKey::from_bytes(&[1u8; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let g = Gateway::new(client, "ns".into(), "gw".into(), key);
+        let mut report = UsageReport {
+            instance: "a".into(),
+            entries: vec![UsageEntry {
+                namespace: "team".into(),
+                task: "t".into(),
+                uid: "u".into(),
+                phase: RunPhase::Implement,
+                figures: Figures {
+                    turns: 1,
+                    ..Figures::default()
+                },
+                refused_for_budget: 0,
+            }],
+        };
+        assert_eq!(g.take(&report), vec![("team".to_owned(), "t".to_owned())]);
+        assert!(
+            g.take(&report).is_empty(),
+            "the same count again wakes nothing"
+        );
+        report.entries[0].figures.turns = 2;
+        assert_eq!(g.take(&report).len(), 1);
+        assert_eq!(g.usage_of("u").len(), 1);
     }
 
     #[test]

@@ -351,9 +351,6 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
                 }
                 if plan.status.phase.is_some_and(TaskPhase::is_terminal) {
                     ctx.recent.forget(&task);
-                    if let Some(g) = &ctx.gateway {
-                        g.forget(&task.uid().unwrap_or_default());
-                    }
                 } else {
                     ctx.recent.wrote_status(&task, version);
                 }
