@@ -5,8 +5,9 @@
 #
 #   build.sh [tier-a|tier-b|tools]   (default tier-a)
 #
-# tier-b also builds Tier B's NetworkPolicy enforcer (kube-router) and PVC
-# provisioner (hermes-hostpath-provisioner), each into its own cache entry.
+# tier-b also builds Tier B's NetworkPolicy enforcer (kube-router), PVC
+# provisioner (hermes-hostpath-provisioner) and cluster DNS (CoreDNS, with its
+# image), each into its own cache entry.
 # tools builds Helm and kubeconform (the chart's install and validation), each
 # into its own cache entry, and generates the ServiceMonitor CRD (with
 # controller-gen, from the Prometheus Operator's API types) that the chart
@@ -193,4 +194,28 @@ if [ ! -x "$provisioner_bin/hermes-hostpath-provisioner" ]; then
   (cd "$here/provisioner" && go build -trimpath -ldflags "-s -w" -o "$provisioner_bin/hermes-hostpath-provisioner.partial" .)
   mv "$provisioner_bin/hermes-hostpath-provisioner.partial" "$provisioner_bin/hermes-hostpath-provisioner"
   log "built hermes-hostpath-provisioner in $(( $(date +%s) - start ))s"
+fi
+
+# The cluster DNS: CoreDNS (coredns/main.go) as the only file of its image, an
+# OCI archive the node imports into its containerd (never pulled).
+coredns_dir=$(coredns_image_dir)
+if [ ! -f "$coredns_dir/coredns.tar" ]; then
+  command -v buildah >/dev/null || die "buildah is missing (apt-get install -y buildah)"
+  log "building CoreDNS ${COREDNS_VERSION} and its image $(coredns_image_ref) (first run on this machine; later runs reuse $coredns_dir)"
+  start=$(date +%s)
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$here/coredns" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}" -o "$tmp/coredns" .)
+  bstore=(--root "$tmp/storage" --runroot "$tmp/run" --storage-driver vfs)
+  ctr=$(buildah "${bstore[@]}" from scratch)
+  buildah "${bstore[@]}" copy "$ctr" "$tmp/coredns" /coredns >/dev/null
+  buildah "${bstore[@]}" config --entrypoint '["/coredns"]' --user 65532:65532 "$ctr"
+  buildah "${bstore[@]}" commit -q --format oci "$ctr" "$(coredns_image_ref)" >/dev/null
+  buildah "${bstore[@]}" rm "$ctr" >/dev/null
+  mkdir -p "$coredns_dir"
+  buildah "${bstore[@]}" push -q "$(coredns_image_ref)" "oci-archive:$coredns_dir/coredns.tar.partial:$(coredns_image_ref)"
+  mv "$coredns_dir/coredns.tar.partial" "$coredns_dir/coredns.tar"
+  buildah "${bstore[@]}" rmi -a >/dev/null 2>&1 || true
+  log "built CoreDNS and its image in $(( $(date +%s) - start ))s"
 fi

@@ -36,6 +36,11 @@ netpol_bin_dir() { echo "$HERMES_CACHE/kube-router-${KUBE_ROUTER_VERSION}-$(_sum
 # The provisioner is our own main: its Go sources are part of its key too.
 _src_key() { cat "$_lib_here/$1/go.mod" "$_lib_here/$1/go.sum" "$_lib_here/$1/"*.go | sha256sum | cut -c1-12; }
 provisioner_bin_dir() { echo "$HERMES_CACHE/provisioner-${PROVISIONER_LIB_VERSION}-$(_src_key provisioner)/bin"; }
+# Tier B's cluster DNS: the CoreDNS binary and its image (an OCI archive
+# imported into the node's containerd), named by its inputs.
+coredns_key() { _src_key coredns; }
+coredns_image_dir() { echo "$HERMES_CACHE/coredns-${COREDNS_VERSION}-$(coredns_key)"; }
+coredns_image_ref() { echo "hermes.local/coredns:${COREDNS_VERSION}-$(coredns_key)"; }
 # gVisor's runsc and containerd-shim-runsc-v1, for pods with a gVisor
 # runtimeClassName. The shim's patch and its containerd 1.6 wrapper are part of
 # the key.

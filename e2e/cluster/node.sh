@@ -1,8 +1,9 @@
 # Tier B's node: containerd and runc (Debian), the CNI bridge, kubelet,
-# kube-proxy, kube-router's NetworkPolicy controller and a host-path volume
-# provisioner, started after the control plane by hermes-cluster. Sourced by
-# hermes-cluster (which sets STATE, PKI, LOGS, RUN, NODE_IP, API_PORT and the
-# start/running/healthy helpers), never run.
+# kube-proxy, kube-router's NetworkPolicy controller, a host-path volume
+# provisioner and the cluster DNS (CoreDNS, a Deployment in kube-system
+# behind the kube-dns Service), started after the control plane by
+# hermes-cluster. Sourced by hermes-cluster (which sets STATE, PKI, LOGS, RUN,
+# NODE_IP, API_PORT and the start/running/healthy helpers), never run.
 # shellcheck shell=bash
 
 NODE_NAME=hermes-node
@@ -23,6 +24,14 @@ CNI_CONF_DIR=$STATE/cni/net.d
 CNI_BIN_DIR=/usr/lib/cni
 CRICTL="$(crictl_bin_dir)/crictl"
 STORAGE_CLASS=hermes-hostpath
+# The cluster DNS Service's address (the kubelet's clusterDNS).
+CLUSTER_DNS_IP=10.96.0.10
+# Stand-ins for the outside world: addresses on the node's loopback
+# interface in 198.18.0.0/15 (benchmarking), which is neither private, nor
+# the cluster's, nor the node's own address, so the gateway's proxy may
+# connect there while it refuses the node. The tests' stand-in package
+# registry listens there.
+OUTSIDE_IPS=(198.18.0.10)
 
 node_health_url() {
   case "$1" in
@@ -139,6 +148,7 @@ authentication:
 authorization: {mode: Webhook}
 failSwapOn: false
 clusterDomain: cluster.local
+clusterDNS: [$CLUSTER_DNS_IP]
 resolvConf: /etc/resolv.conf
 # The images are imported, never pulled: never garbage-collect them.
 imageGCHighThresholdPercent: 100
@@ -182,6 +192,8 @@ node_up() {
   # enforcer's chains) and be forwarded.
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
   write_node_configs
+  local ip
+  for ip in "${OUTSIDE_IPS[@]}"; do ip addr replace "$ip/32" dev lo; done
 
   # containerd finds the gVisor shim on its PATH.
   start containerd env PATH="$(gvisor_bin_dir):$PATH" containerd --config "$STATE/containerd.toml"
@@ -192,6 +204,9 @@ node_up() {
   # The sandbox image is imported, never pulled.
   if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(pause_image_ref)"; then
     ctr -a "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack "$(pause_image_dir)/pause.tar" >/dev/null
+  fi
+  if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(coredns_image_ref)"; then
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$(coredns_image_dir)/coredns.tar" >/dev/null
   fi
 
   start kubelet "$K8S_BIN/kubelet" \
@@ -210,6 +225,7 @@ node_up() {
   node_objects
   node_start_enforcer
   node_start_provisioner
+  node_dns
   log "node $NODE_NAME is Ready in $(( $(date +%s) - t0 ))s (pods: $NODE_POD_CIDR on $BRIDGE; containerd: $CONTAINERD_SOCK)"
 }
 
@@ -331,6 +347,8 @@ node_cleanup() {
     ip netns delete "$ns" 2>/dev/null || true
   done
   ip link delete "$BRIDGE" 2>/dev/null || true
+  local ip
+  for ip in "${OUTSIDE_IPS[@]}"; do ip addr del "$ip/32" dev lo 2>/dev/null || true; done
   # Packet-filter state: kube-proxy's and kube-router's chains and sets, and
   # the bridge plugin's masquerade chains.
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
@@ -387,4 +405,14 @@ node_start_provisioner() {
     --kubeconfig="$(kubeconfig_for provisioner)" --node-name="$NODE_NAME" \
     --provisioner-name=hermes.dev/hostpath --root="$VOLUMES_DIR"
   wait_healthy hostpath-provisioner 30
+}
+
+# The cluster DNS (coredns/coredns.yaml): CoreDNS behind the kube-dns Service.
+node_dns() {
+  sed -e "s|@IMAGE@|$(coredns_image_ref)|" -e "s|@CLUSTER_DNS_IP@|$CLUSTER_DNS_IP|" \
+    -e "s|@NODE_IP@|$NODE_IP|" -e "s|@REGISTRY_IP@|${OUTSIDE_IPS[0]}|" \
+    "$_lib_here/coredns/coredns.yaml" |
+    kc apply --server-side --force-conflicts --field-manager hermes-cluster -f - >/dev/null
+  node_wait "the cluster DNS (CoreDNS) ready" 120 \
+    kc -n kube-system rollout status deployment/coredns --timeout 1s
 }

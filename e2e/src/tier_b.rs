@@ -126,24 +126,21 @@ pub struct Services {
     _dir: PathBuf,
 }
 
-/// The stand-in registry's address, added to the node's loopback interface:
-/// 198.18.0.0/15 (benchmarking) is neither private, nor the cluster's, nor
-/// the node's listed address, so the proxy may connect to it.
+/// The stand-in registry's address, which Tier B's node puts on its
+/// loopback interface: 198.18.0.0/15 (benchmarking) is neither private, nor
+/// the cluster's, nor the node's listed address, so the proxy may connect
+/// to it. The cluster DNS names it `registry.hermes.test` (and
+/// `unlisted.hermes.test`, a name no profile lists).
 pub const REGISTRY_IP: &str = "198.18.0.10";
 
-/// Names the gateway's /etc/hosts gives (the chart's `gateway.hostAliases`)
-/// and the address each points at: the stand-in registry (listed), another
-/// name at the same address (not listed), and names pointed at addresses
-/// the proxy must refuse however they are listed.
-pub fn gateway_host_aliases(node_ip: IpAddr) -> serde_json::Value {
-    json!([
-        {"ip": REGISTRY_IP, "hostnames": ["registry.hermes.test", "unlisted.hermes.test"]},
-        {"ip": "169.254.169.254", "hostnames": ["metadata.hermes.test"]},
-        {"ip": "10.96.0.1", "hostnames": ["api.hermes.test"]},
-        {"ip": node_ip.to_string(), "hostnames": ["node.hermes.test"]},
-        {"ip": "127.0.0.1", "hostnames": ["loop.hermes.test"]},
-    ])
-}
+/// The scripted model server's name in the cluster DNS (the node's address):
+/// what the gateway's profiles name as their upstream.
+pub const MODEL_HOST: &str = "model.hermes.test";
+
+// The cluster DNS also answers `metadata.hermes.test` (169.254.169.254),
+// `api.hermes.test` (the API server's Service address), `node.hermes.test`
+// (the node) and `loop.hermes.test` (127.0.0.1): names pointed at addresses
+// the proxy must refuse however a profile lists them (docs/test-clusters.md).
 
 /// The built-in scenarios plus `extra` (name, YAML).
 fn scenarios(extra: &[(String, String)]) -> Result<Scenarios, String> {
@@ -260,7 +257,7 @@ probe loopback-name -p http://loop.hermes.test:{port}/
 probe sni-mismatch -k --connect-to evil.example:{port}:registry.hermes.test:{port} https://evil.example:{port}/
 probe direct --noproxy '*' http://{REGISTRY_IP}:{port}/
 probe direct-node --noproxy '*' http://{ip}:{port}/
-if getent hosts registry.hermes.test >/dev/null 2>&1 || getent hosts example.com >/dev/null 2>&1; then echo "dns resolves"; else echo "dns fails"; fi
+if getent hosts registry.hermes.test >/dev/null 2>&1 || getent hosts kubernetes.default.svc.cluster.local >/dev/null 2>&1 || getent hosts example.com >/dev/null 2>&1; then echo "dns resolves"; else echo "dns fails"; fi
 k="{k1}""{k2}"
 found=$(grep -rIls --exclude-dir=proc --exclude-dir=sys -e "$k" / 2>/dev/null | head -n 5)
 envs=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -c -e "$k")
@@ -303,6 +300,39 @@ turns:
 
 /// The name of the scenario [`gateway_probe_scenario`] registers.
 pub const GATEWAY_PROBE_SCENARIO: &str = "implementer-gateway-probe-tier-b";
+
+/// An implementer whose first turn's Bash tool waits long enough for the
+/// test to restart the gateway before its next request, then makes
+/// implementer-happy's edit. Usage: 3 turns, input 1100, output 90.
+pub const GATEWAY_RESTART_SCENARIO: &str = "implementer-gateway-restart-tier-b";
+
+fn gateway_restart_scenario() -> String {
+    r#"description: implementer waits while the gateway restarts, then punctuates the greeting
+turns:
+  - content:
+      - type: tool_use
+        name: Bash
+        input:
+          command: 'sleep 25; echo waited'
+          description: Wait while the gateway restarts
+          timeout: 120000
+    usage: {input_tokens: 900, output_tokens: 50}
+  - content:
+      - type: tool_use
+        name: Edit
+        input:
+          file_path: "{{cwd}}/src/greet.sh"
+          old_string: 'echo "Hello $name"'
+          new_string: 'echo "Hello, $name!"'
+    usage: {input_tokens: 100, output_tokens: 20}
+  - content:
+      - type: text
+        text: Done.
+    stop_reason: end_turn
+    usage: {input_tokens: 100, output_tokens: 20}
+"#
+    .to_owned()
+}
 
 /// The name of the scenario [`probe_scenario`] registers.
 pub const PROBE_SCENARIO: &str = "implementer-probe-tier-b";
@@ -358,20 +388,9 @@ impl Services {
             .local_addr()
             .map_err(|e| format!("decoy address: {e}"))?;
         std::thread::spawn(move || serve_decoy(decoy_listener));
-        // The registry's address on the node (idempotent: an address already
-        // there is fine).
-        let added = std::process::Command::new("ip")
-            .args(["addr", "replace", &format!("{REGISTRY_IP}/32"), "dev", "lo"])
-            .output()
-            .map_err(|e| format!("ip addr: {e}"))?;
-        if !added.status.success() {
-            return Err(format!(
-                "adding {REGISTRY_IP} to lo: {}",
-                String::from_utf8_lossy(&added.stderr)
-            ));
-        }
-        let registry_listener = TcpListener::bind((REGISTRY_IP, 0))
-            .map_err(|e| format!("binding the stand-in registry: {e}"))?;
+        let registry_listener = TcpListener::bind((REGISTRY_IP, 0)).map_err(|e| {
+            format!("binding the stand-in registry at {REGISTRY_IP} (Tier B's node adds it to lo: is the cluster up?): {e}")
+        })?;
         let registry = registry_listener
             .local_addr()
             .map_err(|e| format!("registry address: {e}"))?;
@@ -386,6 +405,10 @@ impl Services {
                 probe_scenario(node_ip, decoy.port()),
             ),
             (KERNEL_SCENARIO.to_owned(), kernel_scenario()),
+            (
+                GATEWAY_RESTART_SCENARIO.to_owned(),
+                gateway_restart_scenario(),
+            ),
         ];
         let model = Server::start(hermes_model_server::Config {
             listen: format!("{node_ip}:0"),
@@ -402,9 +425,16 @@ impl Services {
         })
     }
 
-    /// The model base URL of `scenario`.
+    /// The model base URL of `scenario`, by the node's address.
     pub fn model_url(&self, scenario: &str) -> String {
         self.model.base_url(scenario)
+    }
+
+    /// The model base URL of `scenario` by the server's name in the cluster
+    /// DNS ([`MODEL_HOST`]), as the gateway's profiles name it.
+    pub fn model_url_by_name(&self, scenario: &str) -> String {
+        self.model_url(scenario)
+            .replacen(&self.node_ip.to_string(), MODEL_HOST, 1)
     }
 
     /// The model server's requests so far.
@@ -544,7 +574,7 @@ impl TierB {
             // No key in any task pod: the gateway holds it and forwards to
             // the scripted server; the pods may reach the gateway only.
             let upstream =
-                |scenario: &str| json!({"url": s.model_url(scenario), "credential": "scripted"});
+                |scenario: &str| json!({"url": s.model_url_by_name(scenario), "credential": "scripted"});
             spec["model"] = json!({
                 "agent": upstream(&profile.implementer),
                 "reviewer": upstream(&profile.reviewer),
@@ -556,6 +586,7 @@ impl TierB {
             if let Some(hosts) = &profile.hosts {
                 spec["egress"]["hosts"] = hosts.clone();
             }
+
         }
         let api: Api<hermes_crds::profile::HermesProfile> =
             Api::namespaced(self.cluster.client.clone(), &ns.name);
@@ -821,7 +852,6 @@ fn deploy_operator(cluster: &Cluster, images: &Images, node_ip: IpAddr) -> Resul
         ));
     }
     let deny = format!("gateway.denyCidrs={{10.244.0.0/16,10.96.0.0/16,{node_ip}/32}}");
-    let aliases = format!("gateway.hostAliases={}", gateway_host_aliases(node_ip));
     crate::chart::install_operator_with_gateway(
         cluster,
         &images.operator,
@@ -833,8 +863,6 @@ fn deploy_operator(cluster: &Cluster, images: &Images, node_ip: IpAddr) -> Resul
             "gateway.modelCredentials[0].secretName=hermes-model-scripted",
             "--set",
             &deny,
-            "--set-json",
-            &aliases,
         ],
     )
 }
@@ -863,6 +891,66 @@ pub fn http_post(
     let mut out = String::new();
     conn.read_to_string(&mut out).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// The gateway's model API (`<ClusterIP>:8080`), which the test process
+/// reaches through kube-proxy like a pod.
+pub fn gateway_model_addr(cluster: &Cluster) -> Result<String, String> {
+    let out = cluster.kubectl([
+        "get",
+        "service",
+        "-n",
+        GATEWAY_NAMESPACE,
+        "hermes-gateway",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let ip = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || ip.is_empty() {
+        return Err(format!(
+            "the gateway's Service: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(format!("{ip}:8080"))
+}
+
+/// The key the chart generated for the operator and the gateway (the test
+/// mints credentials with it to show what the gateway refuses).
+pub fn gateway_signing_key(cluster: &Cluster) -> Result<hermes_crds::gateway::SigningKey, String> {
+    let out = cluster.kubectl([
+        "get",
+        "secret",
+        "-n",
+        GATEWAY_NAMESPACE,
+        "hermes-gateway-key",
+        "-o",
+        "jsonpath={.data.key}",
+    ]);
+    if !out.status.success() {
+        return Err(format!(
+            "the gateway's signing key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        String::from_utf8_lossy(&out.stdout).trim(),
+    )
+    .map_err(|e| format!("the gateway's signing key: {e}"))?;
+    hermes_crds::gateway::SigningKey::from_bytes(&bytes)
+        .map_err(|e| format!("the gateway's signing key: {e}"))
+}
+
+/// One small model request to the gateway with `credential`: the whole
+/// answer as text.
+pub fn gateway_model_request(addr: &str, credential: &str) -> Result<String, String> {
+    http_post(
+        addr,
+        "/v1/messages",
+        &[("x-api-key", credential), ("anthropic-version", "2023-06-01")],
+        r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
 }
 
 /// The namespace the chart installs the operator and the gateway into.

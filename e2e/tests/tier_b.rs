@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use hermes_e2e::tier_b::{
-    Fixture, GATEWAY_PROBE_SCENARIO, KERNEL_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB,
-    probe_results,
+    Fixture, GATEWAY_PROBE_SCENARIO, GATEWAY_RESTART_SCENARIO, KERNEL_SCENARIO, PROBE_SCENARIO,
+    ProfileOptions, TierB, probe_results,
 };
 use serde_json::{Value, json};
 
@@ -460,23 +460,8 @@ async fn through_the_gateway_no_pod_holds_the_key_and_usage_is_the_gateways_exac
     assert_ne!(key, hermes_e2e::tier_b::SCRIPTED_MODEL_KEY);
     // Once its phase has ended the credential opens nothing: the gateway
     // refuses it (401), it is not the key.
-    let ip = r.b.cluster.kubectl([
-        "get",
-        "service",
-        "-n",
-        hermes_e2e::tier_b::GATEWAY_NAMESPACE,
-        "hermes-gateway",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ]);
-    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_owned();
-    let answer = hermes_e2e::tier_b::http_post(
-        &format!("{ip}:8080"),
-        "/v1/messages",
-        &[("x-api-key", key.as_str()), ("anthropic-version", "2023-06-01")],
-        r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .unwrap();
+    let addr = hermes_e2e::tier_b::gateway_model_addr(&r.b.cluster).unwrap();
+    let answer = hermes_e2e::tier_b::gateway_model_request(&addr, &key).unwrap();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     // The implement pod's allow list: the gateway, no DNS.
     let hash = r.f.ns_kubectl(&[
@@ -497,6 +482,82 @@ async fn through_the_gateway_no_pod_holds_the_key_and_usage_is_the_gateways_exac
     assert!(
         policy.contains("hermes-gateway") && !policy.contains("53"),
         "{policy}"
+    );
+}
+
+/// The gateway restarted while the agent works (between two of its model
+/// requests): the agent's next request reaches the new instance, the task
+/// succeeds, and nothing counted before the restart is lost: status holds
+/// one meter per instance and their sum is the scripted model's exact count.
+#[tokio::test]
+async fn a_gateway_restart_mid_run_loses_no_usage_already_counted() {
+    let Some(r) = Run::start(
+        "gateway-restart.git",
+        ProfileOptions::through_gateway(GATEWAY_RESTART_SCENARIO, "reviewer-approve"),
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    // The first turn counted and recorded (the operator reads every 3 s),
+    // while the agent's Bash tool waits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let t = r.f.tasks().get("greet").await.unwrap();
+        let s = status(&t);
+        let meters = s["usage"]["meters"].as_array().cloned().unwrap_or_default();
+        if let Some(m) = meters
+            .iter()
+            .find(|m| m["phase"] == "Implement" && m["turns"] == 1)
+        {
+            break m["instance"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first turn was never recorded: {s:#}
+{}",
+            r.f.pod_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let gw = |args: &[&str]| {
+        let mut all = vec!["-n", hermes_e2e::tier_b::GATEWAY_NAMESPACE];
+        all.extend_from_slice(args);
+        let out = r.b.cluster.kubectl(all);
+        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+    };
+    gw(&[
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/component=gateway",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    gw(&["rollout", "status", "deployment/hermes-gateway", "--timeout=60s"]);
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Succeeded", "{s:#}
+{}", r.f.pod_logs());
+    let usage = &s["usage"];
+    assert_eq!(usage["source"], "Gateway", "{s:#}");
+    assert_eq!(usage["turns"], 3, "{s:#}");
+    assert_eq!(usage["inputTokens"], 1100, "{s:#}");
+    assert_eq!(usage["outputTokens"], 90, "{s:#}");
+    let implement: Vec<&Value> = usage["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["phase"] == "Implement")
+        .collect();
+    assert_eq!(implement.len(), 2, "one meter per instance: {s:#}");
+    let old = implement.iter().find(|m| m["instance"] == first.as_str());
+    assert_eq!(
+        old.map(|m| m["turns"].clone()),
+        Some(json!(1)),
+        "the first instance's count stays: {s:#}"
     );
 }
 
@@ -571,7 +632,19 @@ async fn behind_the_gateway_the_agent_reaches_listed_names_only_and_never_a_deni
     else {
         return;
     };
+    // While the agent runs, a credential is good for its own task, phase
+    // and attempt only: the reviewer's (valid, for this task) and one for
+    // another task are refused, and neither reaches the model.
+    let live = r.wait(&["Implementing"]).await;
+    let refusals = credentials_outside_their_phase_are_refused(&r).await;
     let s = r.end().await;
+    assert_eq!(live["phase"], "Implementing", "{live:#}");
+    for (what, answer) in &refusals {
+        assert!(
+            answer.starts_with("HTTP/1.1 401") && answer.contains("not running"),
+            "{what}: {answer}"
+        );
+    }
     let seen = probe_results(&r.b.services.model_records(), GATEWAY_PROBE_SCENARIO);
     assert!(
         !seen.is_empty(),
@@ -619,4 +692,45 @@ async fn behind_the_gateway_the_agent_reaches_listed_names_only_and_never_a_deni
             "no {reason} in the gateway's log:\n{logs}"
         );
     }
+}
+
+/// Mints, with the chart's key, the review credential of the task `greet`
+/// and an implement credential of a task that does not exist, and sends a
+/// model request with each while implement runs (the probe keeps it running
+/// for more than ten seconds: its connections that skip the proxy wait out
+/// their timeouts); fails the test when implement had ended by then.
+async fn credentials_outside_their_phase_are_refused(r: &Run) -> Vec<(&'static str, String)> {
+    use hermes_crds::RunPhase;
+    use hermes_crds::gateway::{Claims, Limits};
+    let task = r.f.tasks().get("greet").await.unwrap();
+    let uid = task.metadata.uid.clone().unwrap();
+    let namespace = task.metadata.namespace.clone().unwrap();
+    let key = hermes_e2e::tier_b::gateway_signing_key(&r.b.cluster).unwrap();
+    let addr = hermes_e2e::tier_b::gateway_model_addr(&r.b.cluster).unwrap();
+    let claims = |task: &str, uid: &str, phase| Claims {
+        namespace: namespace.clone(),
+        task: task.to_owned(),
+        uid: uid.to_owned(),
+        phase,
+        attempt: 1,
+        budget: Limits::default(),
+    };
+    let mut answers = Vec::new();
+    for (what, c) in [
+        ("the reviewer's credential", claims("greet", &uid, RunPhase::Review)),
+        (
+            "another task's credential",
+            claims("other", "00000000-0000-4000-8000-000000000000", RunPhase::Implement),
+        ),
+    ] {
+        let answer = hermes_e2e::tier_b::gateway_model_request(&addr, &key.mint(&c)).unwrap();
+        answers.push((what, answer));
+    }
+    let after = r.f.tasks().get("greet").await.unwrap();
+    assert_eq!(
+        after.status.and_then(|s| s.phase),
+        Some(hermes_crds::TaskPhase::Implementing),
+        "implement ended before the credentials were tried: the check proves nothing"
+    );
+    answers
 }
