@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 /// Longest host name, in characters.
 pub const MAX_HOST_LEN: usize = 253;
 
-/// A host name (`registry.npmjs.org`) or a wildcard over the names below a
-/// domain (`*.pythonhosted.org`). Letters, digits, hyphens and dots; no
+/// A host name (`packages.example.com`) or a wildcard over the names below a
+/// domain (`*.files.example.com`). Letters, digits, hyphens and dots; no
 /// address literals, no ports.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -25,7 +25,7 @@ pub struct HostPattern(pub String);
 impl HostPattern {
     /// The format rule, as the API server applies it.
     pub const PATTERN: &'static str = r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$";
-    const MESSAGE: &'static str = "must be a host name such as registry.npmjs.org, or *. followed by one (*.pythonhosted.org): letters, digits, hyphens and dots, no address, no port";
+    const MESSAGE: &'static str = "must be a host name such as packages.example.com, or *. followed by one (*.files.example.com): letters, digits, hyphens and dots, no address, no port";
 
     /// Whether the value is a well-formed pattern (the API server's rule).
     pub fn is_valid(&self) -> bool {
@@ -122,8 +122,8 @@ pub fn canonical_host(name: &str) -> Option<String> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostRule {
-    /// The host name (`registry.npmjs.org`) or `*.` and a domain
-    /// (`*.pythonhosted.org`: every name below it, not the domain itself).
+    /// The host name (`packages.example.com`) or `*.` and a domain
+    /// (`*.files.example.com`: every name below it, not the domain itself).
     /// Compared without case, in IDNA's ASCII form, trailing dot ignored.
     pub name: HostPattern,
     /// Destination ports; default `[443]`.

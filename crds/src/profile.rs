@@ -254,7 +254,8 @@ pub enum PullPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseEgress {
-    /// Where the prepare pod may connect: the git host.
+    /// Where the prepare pod may connect: the git host, by address (with the
+    /// gateway, `hosts.prepare` reaches it by name instead).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub prepare: Vec<EgressRule>,
@@ -267,24 +268,35 @@ pub struct PhaseEgress {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub review: Vec<EgressRule>,
-    /// Where the publish pod may connect: the git host.
+    /// Where the publish pod may connect: the git host, by address (with the
+    /// gateway, `hosts.publish` reaches it by name instead).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub publish: Vec<EgressRule>,
-    /// Host names the implement and review pods may reach through the
-    /// gateway's egress proxy (HTTP CONNECT and plain-HTTP forwarding): the
-    /// way to allow endpoints behind CDNs whose addresses no CIDR can
-    /// follow. Needs `model` (the gateway).
+    /// Host names each phase's pods may reach through the gateway's egress
+    /// proxy (HTTP CONNECT and plain-HTTP forwarding): the way to allow
+    /// endpoints behind CDNs whose addresses no CIDR can follow, and the git
+    /// host by name for prepare and publish. Needs `model` (the gateway).
     #[serde(default, skip_serializing_if = "PhaseHosts::is_empty")]
     pub hosts: PhaseHosts,
 }
 
-/// Host allowlists of the phases whose pods use the gateway (implement and
-/// review), and the private ranges they may reach. Prepare and publish
-/// reach the git host by CIDR rules.
+/// Host allowlists of the gateway's egress proxy, one per phase, and the
+/// private ranges a listed name may resolve into. Implement and review reach
+/// their hosts only through the proxy; prepare and publish reach the git
+/// host through it by name when their lists name it (their CIDR rules in
+/// `egress.prepare` and `egress.publish` stay for hosts with fixed
+/// addresses).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PhaseHosts {
+    /// Hosts the prepare pod may reach through the gateway's egress proxy:
+    /// the git host, by name (`{name: git.example.com, ports: [443]}`). The
+    /// runner clones the base branch through the proxy with the prepare
+    /// phase's own gateway credential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub prepare: Vec<HostRule>,
     /// Hosts the implement pod (the agent) may reach: package registries,
     /// documentation sites.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -295,6 +307,12 @@ pub struct PhaseHosts {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub review: Vec<HostRule>,
+    /// Hosts the publish pod may reach through the gateway's egress proxy:
+    /// the git host, by name. The runner fetches the base branch and pushes
+    /// through the proxy with the publish phase's own gateway credential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub publish: Vec<HostRule>,
     /// Private address ranges (RFC 1918, unique-local, shared) a listed host
     /// may resolve into, for registries inside the company network. The
     /// proxy refuses every other private address, and always loopback,
@@ -308,15 +326,20 @@ pub struct PhaseHosts {
 impl PhaseHosts {
     /// Whether no phase lists a host.
     pub fn is_empty(&self) -> bool {
-        self.implement.is_empty() && self.review.is_empty() && self.allow_private.is_empty()
+        self.prepare.is_empty()
+            && self.implement.is_empty()
+            && self.review.is_empty()
+            && self.publish.is_empty()
+            && self.allow_private.is_empty()
     }
 
-    /// The host allowlist of one phase (none for prepare and publish).
+    /// The host allowlist of one phase.
     pub fn get(&self, phase: RunPhase) -> &[HostRule] {
         match phase {
+            RunPhase::Prepare => &self.prepare,
             RunPhase::Implement => &self.implement,
             RunPhase::Review => &self.review,
-            RunPhase::Prepare | RunPhase::Publish => &[],
+            RunPhase::Publish => &self.publish,
         }
     }
 }
@@ -608,4 +631,60 @@ pub enum OutOfScope {
     Reject,
     /// A warning finding.
     Warn,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::HostPattern;
+
+    fn rule(name: &str) -> HostRule {
+        HostRule {
+            name: HostPattern(name.into()),
+            ports: vec![443],
+        }
+    }
+
+    #[test]
+    fn each_phase_gets_its_own_host_list() {
+        let hosts = PhaseHosts {
+            prepare: vec![rule("git.example")],
+            implement: vec![rule("packages.example.com")],
+            review: vec![rule("docs.rs")],
+            publish: vec![rule("push.git.example")],
+            allow_private: Vec::new(),
+        };
+        assert_eq!(hosts.get(RunPhase::Prepare), &[rule("git.example")]);
+        assert_eq!(
+            hosts.get(RunPhase::Implement),
+            &[rule("packages.example.com")]
+        );
+        assert_eq!(hosts.get(RunPhase::Review), &[rule("docs.rs")]);
+        assert_eq!(hosts.get(RunPhase::Publish), &[rule("push.git.example")]);
+    }
+
+    #[test]
+    fn a_prepare_or_publish_list_alone_is_not_empty_and_is_serialized() {
+        assert!(PhaseHosts::default().is_empty());
+        for hosts in [
+            PhaseHosts {
+                prepare: vec![rule("git.example")],
+                ..Default::default()
+            },
+            PhaseHosts {
+                publish: vec![rule("git.example")],
+                ..Default::default()
+            },
+        ] {
+            assert!(!hosts.is_empty());
+            let egress = PhaseEgress {
+                hosts: hosts.clone(),
+                ..Default::default()
+            };
+            let json = serde_json::to_value(&egress).unwrap_or_else(|e| panic!("{e}"));
+            let back: PhaseEgress =
+                serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back.hosts, hosts, "{json}");
+        }
+    }
 }

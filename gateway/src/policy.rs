@@ -139,4 +139,21 @@ mod tests {
         // An empty list allows nothing.
         assert!(effective_hosts(&p, &task(Some(vec![])), RunPhase::Implement).is_empty());
     }
+
+    #[test]
+    fn prepare_and_publish_get_their_own_lists_and_the_task_does_not_narrow_them() {
+        let mut p = profile(vec![rule("packages.example.com", &[443])], vec![]);
+        p.egress.hosts.prepare = vec![rule("git.example", &[443])];
+        p.egress.hosts.publish = vec![rule("push.git.example", &[443])];
+        let t = task(Some(vec![rule("packages.example.com", &[443])]));
+        let prepare = effective_hosts(&p, &t, RunPhase::Prepare);
+        assert!(allowed(&prepare, "git.example", 443));
+        assert!(!allowed(&prepare, "push.git.example", 443));
+        assert!(!allowed(&prepare, "packages.example.com", 443));
+        let publish = effective_hosts(&p, &t, RunPhase::Publish);
+        assert!(allowed(&publish, "push.git.example", 443));
+        assert!(!allowed(&publish, "git.example", 443));
+        let implement = effective_hosts(&p, &t, RunPhase::Implement);
+        assert!(!allowed(&implement, "git.example", 443));
+    }
 }

@@ -391,6 +391,85 @@ async fn each_phase_gets_its_own_rules_and_the_task_narrows_implement() {
 }
 
 #[tokio::test]
+async fn prepare_and_publish_credentials_open_only_their_own_phase_hosts() {
+    let (echo, _) = echo_server().await;
+    let rule = |name: &str| HostRule {
+        name: HostPattern(name.into()),
+        ports: vec![i32::from(echo)],
+    };
+    let mut p = profile(
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
+        json!([{"name": "implement.test", "ports": [echo]}]),
+    );
+    p.spec.egress.hosts.prepare = vec![rule("git-read.test")];
+    p.spec.egress.hosts.publish = vec![rule("git-push.test")];
+    let dir = Arc::new(MemoryDirectory::new());
+    dir.put_profile(p);
+    let resolver = StaticResolver::new()
+        .with("implement.test", &[LOOPBACK])
+        .with("git-read.test", &[LOOPBACK])
+        .with("git-push.test", &[LOOPBACK]);
+    let gw = start(dir, resolver, &[LOOPBACK]).await;
+    let target = |name: &str| format!("{name}:{echo}");
+    for (running, phase, own, others) in [
+        (
+            TaskPhase::Preparing,
+            RunPhase::Prepare,
+            "git-read.test",
+            ["implement.test", "git-push.test"],
+        ),
+        (
+            TaskPhase::Publishing,
+            RunPhase::Publish,
+            "git-push.test",
+            ["implement.test", "git-read.test"],
+        ),
+    ] {
+        gw.directory.put_task(task(running, None));
+        let cred = credential(phase, Limits::default());
+        let (status, mut s) = connect(gw.proxy, &target(own), Some(&cred)).await;
+        assert_eq!(status, 200, "{phase:?} to {own}");
+        s.write_all(b"0032want\n").await.unwrap();
+        assert_eq!(read_exactly(&mut s, 9).await, b"0032want\n");
+        // The tunnel is counted when it ends.
+        drop(s);
+        for other in others {
+            let (status, _) = connect(gw.proxy, &target(other), Some(&cred)).await;
+            assert_eq!(status, 403, "{phase:?} to {other}");
+        }
+        // Plain HTTP follows the same rules.
+        let mut s = TcpStream::connect(gw.proxy).await.unwrap();
+        let req = format!(
+            "GET http://implement.test:{echo}/ HTTP/1.1\r\nHost: implement.test:{echo}\r\nProxy-Authorization: {}\r\nConnection: close\r\n\r\n",
+            proxy_auth(&cred)
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+        assert!(reply.contains("not in this phase's allowlist"), "{reply}");
+        // The implement credential is dead while prepare or publish runs.
+        let (status, _) = connect(gw.proxy, &target("implement.test"), Some(&implement())).await;
+        assert_eq!(status, 403);
+    }
+    let lines = [
+        r#"hermes_gateway_egress_connections_total{phase="prepare",outcome="allowed",reason="none"} 1"#,
+        r#"hermes_gateway_egress_connections_total{phase="prepare",outcome="refused",reason="not-listed"} 3"#,
+        r#"hermes_gateway_egress_connections_total{phase="publish",outcome="allowed",reason="none"} 1"#,
+        r#"hermes_gateway_egress_connections_total{phase="publish",outcome="refused",reason="not-listed"} 3"#,
+    ];
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = send(gw.admin, "GET", "/metrics", &[], "").await.text();
+        if lines.iter().all(|l| metrics.contains(l)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{lines:#?}\n{metrics}");
+}
+
+#[tokio::test]
 async fn plain_http_is_forwarded_in_origin_form_with_its_host() {
     let w = world(TaskPhase::Implementing, None).await;
     let host = format!("allowed.test:{}", w.http.port());

@@ -316,21 +316,42 @@ async fn forged_wrong_task_and_ended_phase_credentials_are_refused() {
 #[tokio::test]
 async fn the_model_api_is_refused_to_prepare_and_publish_credentials() {
     let server = model_server();
-    let gw = gateway_for(
-        &server.base_url("implementer-happy"),
-        &server.base_url("implementer-happy"),
-        TaskPhase::Preparing,
-    )
-    .await;
-    let r = messages(
-        gw.model,
-        "",
-        &credential(RunPhase::Prepare, Limits::default()),
-        &turn_body(0, false, MODEL),
-    )
-    .await;
-    assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.json()["error"]["type"], "permission_error");
+    for (task_phase, phase) in [
+        (TaskPhase::Preparing, RunPhase::Prepare),
+        (TaskPhase::Publishing, RunPhase::Publish),
+    ] {
+        // The phase is live: the credential is valid, only not for the model API.
+        let gw = gateway_for(
+            &server.base_url("implementer-happy"),
+            &server.base_url("implementer-happy"),
+            task_phase,
+        )
+        .await;
+        let r = messages(
+            gw.model,
+            "",
+            &credential(phase, Limits::default()),
+            &turn_body(0, false, MODEL),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{phase:?}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "permission_error");
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("implement and review phases only")),
+            "{}",
+            r.text()
+        );
+        let metrics = send(gw.admin, "GET", "/metrics", &[], "").await.text();
+        assert!(
+            metrics.contains(&format!(
+                r#"hermes_gateway_model_requests_total{{phase="{}",outcome="forbidden"}} 1"#,
+                phase.as_str()
+            )),
+            "{metrics}"
+        );
+    }
     assert!(server.records().is_empty());
 }
 

@@ -54,6 +54,12 @@ pub struct PrepareArgs {
     /// The mounted Secret with git read credentials.
     #[arg(long)]
     pub credentials_dir: Option<PathBuf>,
+    /// The mounted gateway Secret of this phase: the git traffic goes
+    /// through the gateway's egress proxy named by its `HTTPS_PROXY` file,
+    /// `http://hermes:<credential>@<gateway>:3128`. The remote must be
+    /// https:// (libgit2 proxies nothing else).
+    #[arg(long)]
+    pub proxy_dir: Option<PathBuf>,
     /// A task file inside the repository, read from the base commit.
     #[arg(long, requires = "task_out")]
     pub task_path: Option<String>,
@@ -192,6 +198,12 @@ pub struct PublishArgs {
     /// The mounted Secret with git push credentials.
     #[arg(long)]
     pub credentials_dir: Option<PathBuf>,
+    /// The mounted gateway Secret of this phase: the git traffic goes
+    /// through the gateway's egress proxy named by its `HTTPS_PROXY` file,
+    /// `http://hermes:<credential>@<gateway>:3128`. The remote must be
+    /// https:// (libgit2 proxies nothing else).
+    #[arg(long)]
+    pub proxy_dir: Option<PathBuf>,
     /// A writable, empty directory for the fresh clone.
     #[arg(long)]
     pub work_dir: PathBuf,

@@ -52,6 +52,19 @@ impl std::fmt::Debug for Credentials {
 }
 
 fn read_opt(dir: &Path, name: &str) -> Result<Option<String>> {
+    read_secret_file(dir, name, "credential file")
+}
+
+/// Reads the file `name` of a mounted Secret directory: `None` when it is
+/// not there; an error (`what` names the file's role; never its content)
+/// when it is not a regular file or holds more than 64 KiB. The read itself
+/// is bounded, so a file that grows after the size check is refused too.
+pub(crate) fn read_secret_file(
+    dir: &Path,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<String>> {
+    use std::io::Read as _;
     let path = dir.join(name);
     let read = || -> std::io::Result<Option<String>> {
         match std::fs::metadata(&path) {
@@ -65,11 +78,17 @@ fn read_opt(dir: &Path, name: &str) -> Result<Option<String>> {
             }
             Ok(_) => {}
         }
-        let text = std::fs::read_to_string(&path)?;
+        let mut text = String::new();
+        std::fs::File::open(&path)?
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(std::io::Error::other("larger than 64 KiB"));
+        }
         Ok(Some(text))
     };
     read().map_err(|source| Error::ReadInput {
-        what: "credential file",
+        what,
         path: path.clone(),
         source,
     })

@@ -67,6 +67,28 @@ pub enum Error {
         #[source]
         source: git2::Error,
     },
+    /// The gateway's egress proxy refused the git host (its status and
+    /// reason, as the proxy gave them when asked: host not listed for the
+    /// phase, address refused, credential not valid, phase not running, host
+    /// unreachable from the gateway).
+    #[error("the gateway's egress proxy refused {target}: {reason} (HTTP {status})")]
+    ProxyRefused {
+        /// The git host's `host:port`.
+        target: String,
+        /// The proxy's status.
+        status: u16,
+        /// The proxy's reason.
+        reason: String,
+    },
+    /// The gateway's egress proxy could not be reached at all.
+    #[error("the gateway's egress proxy at {proxy} could not be reached")]
+    ProxyUnreachable {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// Why.
+        #[source]
+        source: git2::Error,
+    },
     /// The base branch is not on the remote.
     #[error("base branch {0} not found on the remote")]
     BaseRefNotFound(String),
@@ -135,7 +157,12 @@ impl Error {
                 FailureReason::InvalidInput
             }
             Error::Auth(_) => FailureReason::AuthenticationFailed,
-            Error::Fetch { .. } => FailureReason::CloneFailed,
+            Error::Fetch { .. } | Error::ProxyUnreachable { .. } => FailureReason::CloneFailed,
+            // The proxy refused the step's credential (407): its
+            // authentication failed. Every other refusal: the remote could
+            // not be reached.
+            Error::ProxyRefused { status: 407, .. } => FailureReason::AuthenticationFailed,
+            Error::ProxyRefused { .. } => FailureReason::CloneFailed,
             Error::BaseRefNotFound(_) => FailureReason::BaseRefNotFound,
             Error::TaskFileNotFound(_) => FailureReason::TaskFileNotFound,
             Error::VolumeUnsafe(_) => FailureReason::VolumeUnsafe,

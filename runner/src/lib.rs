@@ -23,7 +23,9 @@
 //! of the volume is ever read by libgit2 there. `git::init::harden` empties
 //! every libgit2 config search path and turns on hash verification first
 //! thing in `main`; credentials live only in memory (`credentials`) and every
-//! text that leaves the pod goes through `scrub`.
+//! text that leaves the pod goes through `scrub`. With `--proxy-dir`,
+//! prepare and publish reach an `https://` git host by name through the
+//! gateway's egress proxy (`git::proxy`), the proxy credential scrubbed too.
 
 pub mod agent;
 pub mod cli;

@@ -7,6 +7,7 @@ use clap::Parser;
 use hermes_results::{Failure, FailureReason, Step, StepResult};
 use hermes_runner::cli::{Cli, Command};
 use hermes_runner::credentials::Credentials;
+use hermes_runner::git::proxy::Proxy;
 use hermes_runner::scrub::Scrubber;
 use hermes_runner::{Error, git, output, steps};
 
@@ -103,7 +104,9 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
         Command::Prepare(a) => {
             let creds = Credentials::load(a.credentials_dir.as_deref())?;
             *scrubber = creds.scrubber();
-            StepResult::Prepared(steps::prepare::run(a, &creds)?)
+            let proxy = Proxy::load(a.proxy_dir.as_deref(), &a.url)?;
+            *scrubber = step_scrubber(&creds, proxy.as_ref());
+            StepResult::Prepared(steps::prepare::run(a, &creds, proxy.as_ref())?)
         }
         Command::Collect(a) => StepResult::Collected(steps::collect::run(a)?),
         Command::Context(a) => StepResult::Context(steps::context::run(a)?),
@@ -111,7 +114,9 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
         Command::Publish(a) => {
             let creds = Credentials::load(a.credentials_dir.as_deref())?;
             *scrubber = creds.scrubber();
-            StepResult::Published(steps::publish::run(a, &creds)?)
+            let proxy = Proxy::load(a.proxy_dir.as_deref(), &a.url)?;
+            *scrubber = step_scrubber(&creds, proxy.as_ref());
+            StepResult::Published(steps::publish::run(a, &creds, proxy.as_ref())?)
         }
         Command::ReviewerInstruction
         | Command::Diff(_)
@@ -120,6 +125,15 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
             return Err(Error::arg("command", "this command writes no result"));
         }
     })
+}
+
+/// The scrubber of a step holding git credentials and maybe a proxy credential.
+fn step_scrubber(creds: &Credentials, proxy: Option<&Proxy>) -> Scrubber {
+    let s = creds.scrubber();
+    match proxy {
+        Some(p) => s.with(p.scrubber()),
+        None => s,
+    }
 }
 
 fn step_of(command: &Command) -> Step {

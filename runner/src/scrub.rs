@@ -44,6 +44,18 @@ impl Scrubber {
         Self { secrets }
     }
 
+    /// This scrubber with the secrets of `other` too (a step that holds git
+    /// credentials and a proxy credential scrubs both).
+    pub fn with(mut self, other: Scrubber) -> Self {
+        self.secrets.extend(other.secrets);
+        // Longest first (a secret containing another is replaced whole);
+        // equal ones next to each other for dedup.
+        self.secrets
+            .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        self.secrets.dedup();
+        self
+    }
+
     /// The text without secrets, URL userinfo or control characters.
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
@@ -101,6 +113,14 @@ mod tests {
         assert!(!out.contains("YWxpY2U6aHVudGVyMjI="), "{out}");
         assert!(!out.contains('\u{1b}'), "{out}");
         assert!(out.contains("https://git.example/repo.git"), "{out}");
+    }
+
+    #[test]
+    fn a_merged_scrubber_removes_the_secrets_of_both() {
+        let s = Scrubber::new(["git-password-1".to_owned()], None)
+            .with(Scrubber::new(["proxy-token-2".to_owned()], None));
+        let out = s.scrub("git-password-1 and proxy-token-2");
+        assert_eq!(out, format!("{REDACTED} and {REDACTED}"));
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Safe-git helpers: libgit2 hardening, remotes with in-memory credentials,
+//! Safe-git helpers: libgit2 hardening, remotes with in-memory credentials
+//! (directly or through the gateway's egress proxy),
 //! the volume read as data (shape checks, refs parsed by hand, objects
 //! through a private repository), and hash-verified object copies.
 
 pub mod copy;
 pub mod init;
+pub mod proxy;
 pub mod refs;
 pub mod remote;
 pub mod volume;

@@ -1,7 +1,10 @@
 //! Talking to the remote: fetch and push with credentials handed over only
 //! through libgit2 callbacks, only for the configured URL, at most once per
 //! operation (no retry loop against a refusing server), no redirects, no
-//! proxy, no tags, and SSH host keys checked against the pinned list.
+//! tags, and SSH host keys checked against the pinned list. No proxy but
+//! the one the step is given (`--proxy-dir`: the gateway's egress proxy,
+//! see [`super::proxy`]); libgit2's own proxy discovery (`http.proxy`,
+//! `*_proxy` variables) is never used.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -11,6 +14,7 @@ use git2::{
     FetchOptions, ProxyOptions, PushOptions, RemoteCallbacks, RemoteRedirect, Repository,
 };
 
+use super::proxy::Proxy;
 use crate::credentials::Credentials;
 use crate::{Error, Result};
 
@@ -136,7 +140,16 @@ fn callbacks<'a>(url: &'a str, creds: &'a Credentials, attempts: &Attempts) -> R
     cb
 }
 
-fn classify(e: git2::Error, attempts: &Attempts, what: &str) -> Error {
+fn classify(e: git2::Error, attempts: &Attempts, what: &str, proxy: Option<&Proxy>) -> Error {
+    if let Some(p) = proxy
+        && not_connected(&e, attempts)
+    {
+        // Through a proxy, every connection libgit2 opens is to the proxy.
+        return Error::ProxyUnreachable {
+            proxy: p.address().to_owned(),
+            source: e,
+        };
+    }
     if e.code() == ErrorCode::Auth || attempts.refused_url.get() {
         Error::Auth(e)
     } else {
@@ -167,28 +180,78 @@ fn not_connected(e: &git2::Error, attempts: &Attempts) -> bool {
         && e.message().to_ascii_lowercase().contains("connect")
 }
 
+/// libgit2's proxy options: the step's proxy, or none at all (never
+/// libgit2's discovery from config or environment).
+fn proxy_options(proxy: Option<&Proxy>) -> ProxyOptions<'static> {
+    let mut po = ProxyOptions::new();
+    if let Some(p) = proxy {
+        // `Proxy::parse` refused control characters, NUL included.
+        po.url(p.url());
+    }
+    po
+}
+
+/// When an operation through the proxy failed (other than by not reaching
+/// the proxy at all): the proxy's refusal of the remote's host, if it
+/// refuses it. `None` without a proxy, when the proxy lets the host
+/// through (it was not the proxy), or when it cannot be asked.
+fn refusal(
+    url: &str,
+    proxy: Option<&Proxy>,
+    e: &git2::Error,
+    attempts: &Attempts,
+) -> Option<Error> {
+    let p = proxy?;
+    if not_connected(e, attempts) {
+        return None;
+    }
+    let target = super::proxy::target_of(url)?;
+    tracing::info!(%target, proxy = p.address(), "asking the egress proxy whether it lets the remote through");
+    let answer = p.ask(&target)?;
+    if !answer.refused() {
+        return None;
+    }
+    Some(Error::ProxyRefused {
+        target,
+        status: answer.status,
+        reason: if answer.reason.is_empty() {
+            "no reason given".to_owned()
+        } else {
+            answer.reason
+        },
+    })
+}
+
 fn fetch_options<'a>(
     url: &'a str,
     creds: &'a Credentials,
+    proxy: Option<&Proxy>,
     attempts: &Attempts,
 ) -> FetchOptions<'a> {
     let mut fo = FetchOptions::new();
     fo.remote_callbacks(callbacks(url, creds, attempts))
         .download_tags(AutotagOption::None)
         .follow_redirects(RemoteRedirect::None)
-        .proxy_options(ProxyOptions::new())
+        .proxy_options(proxy_options(proxy))
         .update_fetchhead(false);
     fo
 }
 
 /// Fetches `refs/heads/<branch>` of `url` into `refs/remotes/origin/<branch>`
 /// of `repo` (whose `origin` remote must exist, or an anonymous one is used
-/// when `named` is false) and returns the fetched commit.
+/// when `named` is false), through `proxy` when given, and returns the
+/// fetched commit.
+///
+/// Retried (up to three times, 3.5 s in all) only when nothing answered:
+/// the remote, or the proxy, could not be connected to; or the proxy
+/// answered 502 (it could not reach the remote). A proxy's refusal (403,
+/// 407) is [`Error::ProxyRefused`] at once.
 pub fn fetch_branch(
     repo: &Repository,
     url: &str,
     branch: &str,
     creds: &Credentials,
+    proxy: Option<&Proxy>,
     named: bool,
 ) -> Result<git2::Oid> {
     let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
@@ -201,18 +264,36 @@ pub fn fetch_branch(
     let mut waits = CONNECT_RETRIES.iter();
     loop {
         let attempts = Attempts::default();
-        let mut fo = fetch_options(url, creds, &attempts);
-        match remote.fetch(&[refspec.as_str()], Some(&mut fo), None) {
+        let mut fo = fetch_options(url, creds, proxy, &attempts);
+        let e = match remote.fetch(&[refspec.as_str()], Some(&mut fo), None) {
             Ok(()) => break,
-            Err(e) if not_connected(&e, &attempts) => match waits.next() {
-                Some(wait) => {
-                    tracing::warn!(error = %e.message(), wait_ms = wait.as_millis() as u64,
-                        "the remote could not be reached; trying again");
-                    std::thread::sleep(*wait);
-                }
-                None => return Err(classify(e, &attempts, branch)),
-            },
-            Err(e) => return Err(classify(e, &attempts, branch)),
+            Err(e) => e,
+        };
+        let refused = refusal(url, proxy, &e, &attempts);
+        let again = match &refused {
+            Some(Error::ProxyRefused { status, .. }) => *status == 502,
+            _ => not_connected(&e, &attempts),
+        };
+        match waits.next() {
+            Some(wait) if again => {
+                // libgit2's connect errors name the host, never a credential;
+                // scrubbed all the same (a proxy's reason is, already).
+                let (why, what) = match (&refused, proxy) {
+                    (Some(r), _) => (r.to_string(), "the egress proxy could not reach the remote"),
+                    (None, Some(_)) => (
+                        crate::scrub::strip_userinfo(e.message()),
+                        "the egress proxy could not be reached",
+                    ),
+                    (None, None) => (
+                        crate::scrub::strip_userinfo(e.message()),
+                        "the remote could not be reached",
+                    ),
+                };
+                tracing::warn!(error = %why, wait_ms = wait.as_millis() as u64,
+                    "{what}; trying again");
+                std::thread::sleep(*wait);
+            }
+            _ => return Err(refused.unwrap_or_else(|| classify(e, &attempts, branch, proxy))),
         }
     }
     let tracking = format!("refs/remotes/origin/{branch}");
@@ -223,14 +304,17 @@ pub fn fetch_branch(
     }
 }
 
-/// Pushes the local ref `src` to `dst` on `url`. `Ok(Err(text))` is a push
-/// the remote refused or that could not reach it; `Err` is a local error.
+/// Pushes the local ref `src` to `dst` on `url`, through `proxy` when
+/// given. `Ok(Err(text))` is a push the remote (or the proxy) refused or
+/// that could not reach it; `Err` is a local error. The text is not yet
+/// scrubbed.
 pub fn push(
     repo: &Repository,
     url: &str,
     src: &str,
     dst: &str,
     creds: &Credentials,
+    proxy: Option<&Proxy>,
 ) -> Result<std::result::Result<(), String>> {
     let attempts = Attempts::default();
     let mut remote = repo
@@ -248,10 +332,17 @@ pub fn push(
     let mut po = PushOptions::new();
     po.remote_callbacks(cb)
         .follow_redirects(RemoteRedirect::None)
-        .proxy_options(ProxyOptions::new());
+        .proxy_options(proxy_options(proxy));
     let refspec = format!("{src}:{dst}");
     match remote.push(&[refspec.as_str()], Some(&mut po)) {
-        Err(e) => Ok(Err(format!("push failed: {}", e.message()))),
+        Err(e) => Ok(Err(match refusal(url, proxy, &e, &attempts) {
+            Some(refused) => format!("push failed: {refused}"),
+            None if proxy.is_some() && not_connected(&e, &attempts) => format!(
+                "push failed: the gateway's egress proxy could not be reached: {}",
+                e.message()
+            ),
+            None => format!("push failed: {}", e.message()),
+        })),
         Ok(()) => {
             let rejected = rejected.borrow();
             if rejected.is_empty() {

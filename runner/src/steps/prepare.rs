@@ -1,4 +1,5 @@
-//! `prepare`: clone the base branch (single branch, read credentials), create
+//! `prepare`: clone the base branch (single branch, read credentials; through
+//! the gateway's egress proxy with `--proxy-dir`), create
 //! the task branch at the base commit and check it out; optionally read the
 //! task file from the base commit's tree.
 
@@ -8,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::PrepareArgs;
 use crate::credentials::Credentials;
+use crate::git::proxy::Proxy;
 use crate::git::{self, remote};
 use crate::steps::{branch_arg, empty_dir};
 use crate::{Error, Result};
@@ -16,7 +18,7 @@ use crate::{Error, Result};
 const MAX_TASK_FILE: usize = 1 << 20;
 
 /// Runs `prepare`.
-pub fn run(args: &PrepareArgs, creds: &Credentials) -> Result<Prepared> {
+pub fn run(args: &PrepareArgs, creds: &Credentials, proxy: Option<&Proxy>) -> Result<Prepared> {
     remote::validate_url(&args.url)?;
     branch_arg("--base-ref", &args.base_ref)?;
     branch_arg("--branch", &args.branch)?;
@@ -34,8 +36,8 @@ pub fn run(args: &PrepareArgs, creds: &Credentials) -> Result<Prepared> {
         &format!("+refs/heads/{0}:refs/remotes/origin/{0}", args.base_ref),
     )
     .map_err(Error::git("recording the remote"))?;
-    tracing::info!(base = %args.base_ref, "fetching the base branch");
-    let base = remote::fetch_branch(&repo, &args.url, &args.base_ref, creds, true)?;
+    tracing::info!(base = %args.base_ref, proxy = proxy.map(Proxy::address), "fetching the base branch");
+    let base = remote::fetch_branch(&repo, &args.url, &args.base_ref, creds, proxy, true)?;
     let commit = repo
         .find_commit(base)
         .map_err(Error::git("reading the base commit"))?;

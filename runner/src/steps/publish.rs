@@ -1,5 +1,6 @@
 //! `publish`: fresh clone of the base branch from the remote (push
-//! credentials), copy the reviewed commit's objects out of the volume as
+//! credentials; fetch and push through the gateway's egress proxy with
+//! `--proxy-dir`), copy the reviewed commit's objects out of the volume as
 //! data (hash-verified; no config, no refs), check ancestry, then merge
 //! (always a merge commit Hermes authors, naming the task and the reviewed
 //! commit; a conflict pushes nothing) or push the task branch. A refused push is a result (`pushed: false`), not a failure.
@@ -12,6 +13,7 @@ use hermes_results::{PublishMode, Published};
 
 use crate::cli::{Mode, PublishArgs};
 use crate::credentials::Credentials;
+use crate::git::proxy::Proxy;
 use crate::git::{self, copy, parse_commit_id, remote, volume};
 use crate::steps::{branch_arg, collect::task_name, empty_dir};
 use crate::{Error, Result};
@@ -20,7 +22,7 @@ use crate::{Error, Result};
 const PUBLISH_REF: &str = "refs/hermes/publish";
 
 /// Runs `publish`; `Ok(Published{pushed: false, ..})` when the push failed.
-pub fn run(args: &PublishArgs, creds: &Credentials) -> Result<Published> {
+pub fn run(args: &PublishArgs, creds: &Credentials, proxy: Option<&Proxy>) -> Result<Published> {
     remote::validate_url(&args.url)?;
     branch_arg("--base-ref", &args.base_ref)?;
     branch_arg("--branch", &args.branch)?;
@@ -57,7 +59,7 @@ pub fn run(args: &PublishArgs, creds: &Credentials) -> Result<Published> {
 
     // The fresh clone, from the remote only.
     let clone = git::init_private(&args.work_dir.join("clone.git"), true)?;
-    let remote_base = remote::fetch_branch(&clone, &args.url, &args.base_ref, creds, false)?;
+    let remote_base = remote::fetch_branch(&clone, &args.url, &args.base_ref, creds, proxy, false)?;
     if remote_base != base
         && !(clone.odb().is_ok_and(|o| o.exists(base))
             && clone
@@ -93,8 +95,11 @@ pub fn run(args: &PublishArgs, creds: &Credentials) -> Result<Published> {
     clone
         .reference(PUBLISH_REF, target, true, "hermes publish")
         .map_err(Error::git("recording the commit to push"))?;
-    let scrubber = creds.scrubber();
-    let pushed = remote::push(&clone, &args.url, PUBLISH_REF, &dst, creds)?;
+    let scrubber = match proxy {
+        Some(p) => creds.scrubber().with(p.scrubber()),
+        None => creds.scrubber(),
+    };
+    let pushed = remote::push(&clone, &args.url, PUBLISH_REF, &dst, creds, proxy)?;
     let merge_commit = (mode == PublishMode::Merge).then(|| target.to_string());
     Ok(match pushed {
         Ok(()) => Published {

@@ -89,6 +89,11 @@ impl World {
 
     /// Runs the runner binary with a clean environment.
     pub fn runner(&self, args: &[&str]) -> Run {
+        self.runner_env(args, &[])
+    }
+
+    /// Runs the runner binary with a clean environment plus `env`.
+    pub fn runner_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let n = self.runs.get() + 1;
         self.runs.set(n);
         let term = self.path(&format!("termination-{n}"));
@@ -98,6 +103,7 @@ impl World {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
             .env("HERMES_TERMINATION_PATH", &term)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
