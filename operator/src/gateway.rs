@@ -82,9 +82,11 @@ pub struct Endpoint {
     pub namespace: String,
     /// The labels of the gateway's pods (the Service's selector).
     pub pod_labels: BTreeMap<String, String>,
-    /// The pods' ports behind the model and proxy Service ports, which a
-    /// NetworkPolicy names (it sees traffic after the Service's translation).
-    pub target_ports: Vec<i32>,
+    /// The pods' port behind the model Service port, which a NetworkPolicy
+    /// names (it sees traffic after the Service's translation).
+    pub model_target_port: i32,
+    /// The pods' port behind the proxy Service port.
+    pub proxy_target_port: i32,
 }
 
 impl Endpoint {
@@ -423,8 +425,7 @@ pub fn endpoint_of(namespace: &str, svc: &Service) -> Result<Endpoint, GatewayEr
             .flatten()
             .find(|p| p.name.as_deref() == Some(wanted))
     };
-    let mut target_ports = Vec::new();
-    let mut service_port = |wanted: &'static str| -> Result<u16, GatewayError> {
+    let service_port = |wanted: &'static str| -> Result<(u16, i32), GatewayError> {
         let p = port(wanted).ok_or_else(|| {
             GatewayError::Service(name.clone(), "lacks a port named model, proxy or admin")
         })?;
@@ -438,19 +439,20 @@ pub fn endpoint_of(namespace: &str, svc: &Service) -> Result<Endpoint, GatewayEr
                 ));
             }
         };
-        target_ports.push(target);
-        u16::try_from(p.port)
-            .map_err(|_| GatewayError::Service(name.clone(), "has a port out of range"))
+        let port = u16::try_from(p.port)
+            .map_err(|_| GatewayError::Service(name.clone(), "has a port out of range"))?;
+        Ok((port, target))
     };
-    let model_port = service_port(PORT_MODEL)?;
-    let proxy_port = service_port(PORT_PROXY)?;
+    let (model_port, model_target_port) = service_port(PORT_MODEL)?;
+    let (proxy_port, proxy_target_port) = service_port(PORT_PROXY)?;
     Ok(Endpoint {
         address,
         model_port,
         proxy_port,
         namespace: namespace.to_owned(),
         pod_labels,
-        target_ports,
+        model_target_port,
+        proxy_target_port,
     })
 }
 
@@ -497,7 +499,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.model_url(), "http://10.96.0.40:80");
         assert_eq!(e.proxy_url("tok"), "http://hermes:tok@10.96.0.40:3128");
-        assert_eq!(e.target_ports, vec![8080, 3128]);
+        assert_eq!((e.model_target_port, e.proxy_target_port), (8080, 3128));
         assert_eq!(e.namespace, "hermes-system");
     }
 

@@ -134,6 +134,12 @@ pub fn effective(
     if let Some(rules) = &task.egress_hosts {
         narrow_hosts(rules, &profile.egress.hosts.implement)?;
     }
+    for phase in [RunPhase::Prepare, RunPhase::Publish] {
+        let hosts = profile.egress.hosts.get(phase);
+        if !hosts.is_empty() {
+            git_through_proxy(&task.repo.url.0, hosts, phase)?;
+        }
+    }
 
     Ok(Effective {
         timeouts,
@@ -294,6 +300,42 @@ fn narrow_hosts(
         }
     }
     Ok(())
+}
+
+/// A git phase whose profile lists hosts reaches the remote through the
+/// gateway's egress proxy and nothing else: the remote must be `https://`
+/// (libgit2 sends plain-HTTP and SSH traffic straight to the host, never to
+/// a proxy) and its host and port must be in the phase's list. Found here,
+/// the task is refused before any pod starts, instead of failing in prepare.
+fn git_through_proxy(
+    url: &str,
+    hosts: &[hermes_crds::hosts::HostRule],
+    phase: RunPhase,
+) -> Result<(), Violation> {
+    const FIELD: &str = "spec.repo.url";
+    let list = format!("egress.hosts.{}", phase.as_str());
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(widens(
+            FIELD,
+            format!(
+                "the profile sends {} through the gateway's egress proxy ({list}), which carries https:// remotes only",
+                phase.as_str()
+            ),
+        ));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !authority.starts_with('[') => (h, p.parse::<u16>().ok()),
+        _ => (authority, Some(443)),
+    };
+    match port {
+        Some(port) if hermes_crds::hosts::allowed(hosts, host, port) => Ok(()),
+        _ => Err(widens(
+            FIELD,
+            format!("{authority} is not in the profile's {list}"),
+        )),
+    }
 }
 
 #[cfg(test)]

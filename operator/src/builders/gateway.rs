@@ -1,9 +1,12 @@
 //! The per-phase gateway credential: a Secret owned by the task, mounted
-//! only into the agent or reviewer container, whose files the runner's
-//! `exec` turns into that CLI's environment (the gateway's model URL as its
-//! base URL, the credential as its API key and in its proxy URLs). The
-//! credential is minted by the caller (it needs the signing key); the
-//! Secret is deterministic for a (task, phase, attempt).
+//! only into the container that uses it. For implement and review that is
+//! the agent or reviewer container, whose files the runner's `exec` turns
+//! into that CLI's environment (the gateway's model URL as its base URL,
+//! the credential as its API key and in its proxy URLs); for prepare and
+//! publish, the runner's git step, which reads only the proxy URL (those
+//! phases have no model API). The credential is minted by the caller (it
+//! needs the signing key); the Secret is deterministic for a (task, phase,
+//! attempt).
 
 use std::collections::BTreeMap;
 
@@ -37,14 +40,18 @@ pub fn credential_secret(
     }
     let gateway = input.gateway?;
     let proxy = gateway.proxy_url(token);
-    let data = BTreeMap::from([
-        (secret_keys::API_KEY.to_owned(), token.to_owned()),
-        (secret_keys::BASE_URL.to_owned(), gateway.model_url()),
+    let mut data = BTreeMap::from([
         (secret_keys::HTTPS_PROXY.to_owned(), proxy.clone()),
         (secret_keys::HTTP_PROXY.to_owned(), proxy.clone()),
-        (secret_keys::HTTPS_PROXY_LOWER.to_owned(), proxy.clone()),
-        (secret_keys::HTTP_PROXY_LOWER.to_owned(), proxy),
     ]);
+    if matches!(phase, RunPhase::Implement | RunPhase::Review) {
+        data.extend([
+            (secret_keys::API_KEY.to_owned(), token.to_owned()),
+            (secret_keys::BASE_URL.to_owned(), gateway.model_url()),
+            (secret_keys::HTTPS_PROXY_LOWER.to_owned(), proxy.clone()),
+            (secret_keys::HTTP_PROXY_LOWER.to_owned(), proxy),
+        ]);
+    }
     Some(Secret {
         metadata: input.meta(
             credential_secret_name(input.name(), phase, attempt),

@@ -296,7 +296,27 @@ fn remote_args(step: &str, input: &BuildInput<'_>) -> Vec<String> {
     ]
 }
 
-fn prepare(input: &BuildInput<'_>) -> Pod {
+/// The git steps' way through the gateway's egress proxy, when their phase
+/// uses it: the phase's credential Secret, mounted into the runner, whose
+/// proxy URL the step reads.
+fn git_proxy(
+    input: &BuildInput<'_>,
+    phase: RunPhase,
+    attempt: u32,
+    args: &mut Vec<String>,
+    mounts: &mut Vec<VolumeMount>,
+    volumes: &mut Vec<Volume>,
+) {
+    if !input.uses_gateway(phase) {
+        return;
+    }
+    args.extend(["--proxy-dir".into(), paths::GATEWAY_SECRET.into()]);
+    mounts.push(mount(GATEWAY_VOLUME, paths::GATEWAY_SECRET, true));
+    let name = super::credential_secret_name(input.name(), phase, attempt);
+    volumes.push(secret_volume(GATEWAY_VOLUME, &name));
+}
+
+fn prepare(input: &BuildInput<'_>, attempt: u32) -> Pod {
     let spec = &input.task.spec;
     let mut args = remote_args("prepare", input);
     args.extend(["--repo-dir".into(), paths::REPO.into()]);
@@ -310,6 +330,14 @@ fn prepare(input: &BuildInput<'_>) -> Pod {
         mounts.push(mount(GIT_VOLUME, paths::GIT_SECRET, true));
         volumes.push(secret_volume(GIT_VOLUME, &secret.0));
     }
+    git_proxy(
+        input,
+        RunPhase::Prepare,
+        attempt,
+        &mut args,
+        &mut mounts,
+        &mut volumes,
+    );
     if let Some(path) = spec.task_ref.as_ref().and_then(|r| r.repo_path.as_ref()) {
         args.extend([
             "--task-path".into(),
@@ -506,7 +534,7 @@ fn review(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
     }
 }
 
-fn publish(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
+fn publish(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
     let spec = &input.task.spec;
     let mode = match spec.publish.mode {
         PublishMode::Merge => "merge",
@@ -543,6 +571,14 @@ fn publish(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
         mounts.push(mount(GIT_VOLUME, paths::GIT_SECRET, true));
         volumes.push(secret_volume(GIT_VOLUME, &secret.0));
     }
+    git_proxy(
+        input,
+        RunPhase::Publish,
+        attempt,
+        &mut args,
+        &mut mounts,
+        &mut volumes,
+    );
     Pod {
         init: vec![],
         main: runner(input, "publish", args, mounts),
@@ -553,10 +589,10 @@ fn publish(input: &BuildInput<'_>, facts: &PhaseFacts) -> Pod {
 /// The Job of one phase and attempt.
 pub fn job(input: &BuildInput<'_>, phase: RunPhase, attempt: u32, facts: &PhaseFacts) -> Job {
     let pod = match phase {
-        RunPhase::Prepare => prepare(input),
+        RunPhase::Prepare => prepare(input, attempt),
         RunPhase::Implement => implement(input, attempt, facts),
         RunPhase::Review => review(input, attempt, facts),
-        RunPhase::Publish => publish(input, facts),
+        RunPhase::Publish => publish(input, attempt, facts),
     };
     let mut pod_labels = labels(input.name(), Some(phase));
     pod_labels.insert(LABEL_ATTEMPT.to_owned(), attempt.to_string());

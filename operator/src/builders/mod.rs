@@ -97,13 +97,20 @@ pub struct BuildInput<'a> {
 }
 
 impl BuildInput<'_> {
-    /// Whether `phase`'s agent CLI goes through the gateway: the profile
-    /// routes its model there (`spec.model`) and the operator knows where
-    /// the gateway is. Implement and review only.
+    /// Whether `phase`'s pod goes through the gateway: the profile routes
+    /// its model there (`spec.model`) and the operator knows where the
+    /// gateway is. Implement and review always (their model API and egress);
+    /// prepare and publish when the profile lists hosts for them (the git
+    /// host by name, through the egress proxy).
     pub fn uses_gateway(&self, phase: RunPhase) -> bool {
         self.profile.model.is_some()
             && self.gateway.is_some()
-            && matches!(phase, RunPhase::Implement | RunPhase::Review)
+            && match phase {
+                RunPhase::Implement | RunPhase::Review => true,
+                RunPhase::Prepare | RunPhase::Publish => {
+                    !self.profile.egress.hosts.get(phase).is_empty()
+                }
+            }
     }
 
     /// The task's name.

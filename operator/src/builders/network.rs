@@ -143,8 +143,15 @@ pub fn deny_policy(namespace: Option<String>) -> NetworkPolicy {
     }
 }
 
-/// The gateway's pods, on its model and proxy ports.
-fn gateway_rule(gateway: &crate::gateway::Endpoint) -> NetworkPolicyEgressRule {
+/// The gateway's pods: on the model and proxy ports for implement and
+/// review, on the proxy port alone for the git phases (no model API).
+fn gateway_rule(gateway: &crate::gateway::Endpoint, phase: RunPhase) -> NetworkPolicyEgressRule {
+    let ports = match phase {
+        RunPhase::Implement | RunPhase::Review => {
+            vec![gateway.model_target_port, gateway.proxy_target_port]
+        }
+        RunPhase::Prepare | RunPhase::Publish => vec![gateway.proxy_target_port],
+    };
     NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {
@@ -161,11 +168,10 @@ fn gateway_rule(gateway: &crate::gateway::Endpoint) -> NetworkPolicyEgressRule {
             ip_block: None,
         }]),
         ports: Some(
-            gateway
-                .target_ports
-                .iter()
+            ports
+                .into_iter()
                 .map(|p| NetworkPolicyPort {
-                    port: Some(IntOrString::Int(*p)),
+                    port: Some(IntOrString::Int(p)),
                     protocol: Some("TCP".into()),
                     end_port: None,
                 })
@@ -179,7 +185,7 @@ fn gateway_rule(gateway: &crate::gateway::Endpoint) -> NetworkPolicyEgressRule {
 /// the pod), then the effective allow list.
 fn egress_rules(input: &BuildInput<'_>, phase: RunPhase) -> Vec<NetworkPolicyEgressRule> {
     let mut egress = match input.gateway.filter(|_| input.uses_gateway(phase)) {
-        Some(gateway) => vec![gateway_rule(gateway)],
+        Some(gateway) => vec![gateway_rule(gateway, phase)],
         None => vec![dns_rule(input)],
     };
     egress.extend(input.effective.egress(phase).iter().filter_map(ip_rule));

@@ -564,12 +564,21 @@ fn gateway_endpoint() -> crate::gateway::Endpoint {
             "app.kubernetes.io/name".to_owned(),
             "hermes-gateway".to_owned(),
         )]),
-        target_ports: vec![8080, 3128],
+        model_target_port: 8080,
+        proxy_target_port: 3128,
     }
 }
 
 fn build_with_gateway(phase: RunPhase, attempt: u32) -> (Job, Vec<NetworkPolicy>, Option<Secret>) {
-    let (t, p, g) = (task(json!({})), gateway_profile(), gateway_endpoint());
+    build_with_gateway_profile(gateway_profile(), phase, attempt)
+}
+
+fn build_with_gateway_profile(
+    p: HermesProfileSpec,
+    phase: RunPhase,
+    attempt: u32,
+) -> (Job, Vec<NetworkPolicy>, Option<Secret>) {
+    let (t, g) = (task(json!({})), gateway_endpoint());
     let e = effective(&t.spec, &p).expect("fits");
     let input = BuildInput {
         task: &t,
@@ -700,4 +709,98 @@ fn with_the_gateway_implement_and_review_may_reach_only_the_gateway_and_no_dns()
         text.contains("\"port\":53") && !text.contains("hermes-gateway"),
         "{text}"
     );
+}
+
+/// The egress rules of `job`'s pod, as JSON text.
+fn allow_list_of(job: &Job, policies: &[NetworkPolicy]) -> String {
+    let hash = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(LABEL_EGRESS).cloned())
+        .expect("egress label");
+    let rules = policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(&format!("hermes-egress-{hash}")))
+        .and_then(|p| p.spec.clone())
+        .and_then(|s| s.egress)
+        .expect("allow list");
+    serde_json::to_string(&rules).expect("json")
+}
+
+#[test]
+fn with_hosts_for_a_git_phase_its_runner_goes_through_the_proxy_with_a_credential_of_its_own() {
+    let mut p = gateway_profile();
+    p.egress.hosts.prepare =
+        vec![serde_json::from_value(json!({"name": "git.example.com"})).expect("rule")];
+    p.egress.prepare.clear();
+    for (phase, attempt, name) in [
+        (RunPhase::Prepare, 1, "add-verbose-flag-gw-prepare"),
+        (RunPhase::Prepare, 2, "add-verbose-flag-gw-prepare-2"),
+    ] {
+        let (job, policies, secret) = build_with_gateway_profile(p.clone(), phase, attempt);
+        // The phase's own credential, with the proxy's URL only: no model
+        // API key or URL (the gateway refuses a git phase's credential there).
+        let secret = secret.expect("a credential Secret");
+        assert_eq!(secret.metadata.name.as_deref(), Some(name));
+        let data = secret.string_data.expect("data");
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["HTTPS_PROXY", "HTTP_PROXY"]
+        );
+        assert_eq!(
+            data.get("HTTPS_PROXY").map(String::as_str),
+            Some("http://hermes:hgw1.claims.mac@10.96.0.40:3128")
+        );
+        // Mounted into the runner, which is told where to find it.
+        let pod = pod(&job);
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(name))
+            .expect("the credential volume");
+        let runner = &pod.containers[0];
+        assert!(
+            runner
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == volume.name && m.read_only == Some(true))
+        );
+        let cmd = runner.command.clone().unwrap_or_default().join(" ");
+        let args = runner.args.clone().unwrap_or_default().join(" ");
+        assert!(
+            format!("{cmd} {args}").contains("--proxy-dir /hermes/secrets/gateway"),
+            "{cmd} {args}"
+        );
+        // Its pod reaches the gateway's proxy port and nothing else: no
+        // model port, no DNS, no CIDR rule.
+        let text = allow_list_of(&job, &policies);
+        assert!(
+            text.contains("hermes-gateway")
+                && text.contains("\"port\":3128")
+                && !text.contains("\"port\":8080")
+                && !text.contains("\"port\":53")
+                && !text.contains("ipBlock"),
+            "{text}"
+        );
+    }
+    // Publish lists no host: it keeps its CIDR rules and DNS, and gets no
+    // credential.
+    let (publish, policies, secret) = build_with_gateway_profile(p, RunPhase::Publish, 1);
+    assert!(secret.is_none());
+    let text = allow_list_of(&publish, &policies);
+    assert!(
+        text.contains("\"port\":53") && !text.contains("hermes-gateway"),
+        "{text}"
+    );
+    let runner = &pod(&publish).containers[0];
+    let all = format!(
+        "{} {}",
+        runner.command.clone().unwrap_or_default().join(" "),
+        runner.args.clone().unwrap_or_default().join(" ")
+    );
+    assert!(!all.contains("--proxy-dir"), "{all}");
 }

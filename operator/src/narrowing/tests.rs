@@ -187,3 +187,35 @@ fn a_task_may_narrow_its_hosts_but_never_add_one() {
         assert_eq!(field_of(effective(&t, &p).expect_err("widens")), field);
     }
 }
+
+#[test]
+fn a_git_phase_through_the_proxy_needs_an_https_remote_the_profile_lists() {
+    let p = profile(json!({"egress": {"hosts": {
+        "prepare": [{"name": "git.example.com"}],
+        "publish": [{"name": "*.example.com", "ports": [443, 8443]}],
+    }}}));
+    for url in [
+        "https://git.example.com/o/r.git",
+        "https://bot@GIT.example.com:443/o/r.git",
+    ] {
+        let t = task(json!({"repo": {"url": url, "baseRef": "main"}}));
+        assert!(effective(&t, &p).is_ok(), "{url}");
+    }
+    for url in [
+        "http://git.example.com/o/r.git",
+        "ssh://git@git.example.com/o/r.git",
+        "https://other.example.org/o/r.git",
+        "https://git.example.com:8443/o/r.git",
+        "https://[2001:db8::1]/o/r.git",
+    ] {
+        let t = task(json!({"repo": {"url": url, "baseRef": "main"}}));
+        assert_eq!(
+            field_of(effective(&t, &p).expect_err(url)),
+            "spec.repo.url",
+            "{url}"
+        );
+    }
+    // Without hosts for the git phases, any remote goes (by CIDR rules).
+    let t = task(json!({"repo": {"url": "http://git.example.com/o/r.git", "baseRef": "main"}}));
+    assert!(effective(&t, &profile(json!({}))).is_ok());
+}

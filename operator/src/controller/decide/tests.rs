@@ -551,7 +551,8 @@ fn endpoint() -> crate::gateway::Endpoint {
         proxy_port: 3128,
         namespace: "hermes-system".into(),
         pod_labels: BTreeMap::from([("app".to_owned(), "gw".to_owned())]),
-        target_ports: vec![8080, 3128],
+        model_target_port: 8080,
+        proxy_target_port: 3128,
     }
 }
 
