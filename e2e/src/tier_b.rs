@@ -573,8 +573,7 @@ impl TierB {
         if profile.gateway {
             // No key in any task pod: the gateway holds it and forwards to
             // the scripted server; the pods may reach the gateway only.
-            let upstream =
-                |scenario: &str| json!({"url": s.model_url_by_name(scenario), "credential": "scripted"});
+            let upstream = |scenario: &str| json!({"url": s.model_url_by_name(scenario), "credential": "scripted"});
             spec["model"] = json!({
                 "agent": upstream(&profile.implementer),
                 "reviewer": upstream(&profile.reviewer),
@@ -586,7 +585,6 @@ impl TierB {
             if let Some(hosts) = &profile.hosts {
                 spec["egress"]["hosts"] = hosts.clone();
             }
-
         }
         let api: Api<hermes_crds::profile::HermesProfile> =
             Api::namespaced(self.cluster.client.clone(), &ns.name);
@@ -948,7 +946,10 @@ pub fn gateway_model_request(addr: &str, credential: &str) -> Result<String, Str
     http_post(
         addr,
         "/v1/messages",
-        &[("x-api-key", credential), ("anthropic-version", "2023-06-01")],
+        &[
+            ("x-api-key", credential),
+            ("anthropic-version", "2023-06-01"),
+        ],
         r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#,
     )
 }

@@ -537,10 +537,20 @@ async fn a_gateway_restart_mid_run_loses_no_usage_already_counted() {
         "--wait=true",
         "--timeout=60s",
     ]);
-    gw(&["rollout", "status", "deployment/hermes-gateway", "--timeout=60s"]);
+    gw(&[
+        "rollout",
+        "status",
+        "deployment/hermes-gateway",
+        "--timeout=60s",
+    ]);
     let s = r.end().await;
-    assert_eq!(s["phase"], "Succeeded", "{s:#}
-{}", r.f.pod_logs());
+    assert_eq!(
+        s["phase"],
+        "Succeeded",
+        "{s:#}
+{}",
+        r.f.pod_logs()
+    );
     let usage = &s["usage"];
     assert_eq!(usage["source"], "Gateway", "{s:#}");
     assert_eq!(usage["turns"], 3, "{s:#}");
@@ -717,10 +727,17 @@ async fn credentials_outside_their_phase_are_refused(r: &Run) -> Vec<(&'static s
     };
     let mut answers = Vec::new();
     for (what, c) in [
-        ("the reviewer's credential", claims("greet", &uid, RunPhase::Review)),
+        (
+            "the reviewer's credential",
+            claims("greet", &uid, RunPhase::Review),
+        ),
         (
             "another task's credential",
-            claims("other", "00000000-0000-4000-8000-000000000000", RunPhase::Implement),
+            claims(
+                "other",
+                "00000000-0000-4000-8000-000000000000",
+                RunPhase::Implement,
+            ),
         ),
     ] {
         let answer = hermes_e2e::tier_b::gateway_model_request(&addr, &key.mint(&c)).unwrap();
