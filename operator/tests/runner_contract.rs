@@ -29,7 +29,10 @@ fn task(extra: serde_json::Value) -> HermesTask {
     .unwrap()
 }
 
-fn profile(secrets: bool, gateway: bool) -> HermesProfile {
+/// A profile with the model keys and git Secrets (`secrets`), through the
+/// gateway (`gateway`), and with the git phases too through its proxy
+/// (`git_hosts`).
+fn profile(secrets: bool, gateway: bool, git_hosts: bool) -> HermesProfile {
     let mut p: HermesProfile = serde_json::from_value(json!({
         "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesProfile", "metadata": {"name": "default"},
         "spec": {
@@ -49,6 +52,12 @@ fn profile(secrets: bool, gateway: bool) -> HermesProfile {
             .unwrap(),
         );
     }
+    if git_hosts {
+        let git: Vec<hermes_crds::hosts::HostRule> =
+            serde_json::from_value(json!([{"name": "git.example.com"}])).unwrap();
+        p.spec.egress.hosts.prepare = git.clone();
+        p.spec.egress.hosts.publish = git;
+    }
     p
 }
 
@@ -60,7 +69,8 @@ fn endpoint() -> hermes_operator::gateway::Endpoint {
         proxy_port: 3128,
         namespace: "hermes-system".into(),
         pod_labels: [("app".to_owned(), "gw".to_owned())].into(),
-        target_ports: vec![8080, 3128],
+        model_target_port: 8080,
+        proxy_target_port: 3128,
     }
 }
 
@@ -99,10 +109,19 @@ fn every_runner_command_line_in_every_phase_parses() {
     ];
     let mut parsed = 0;
     let gw = endpoint();
-    for (secrets, gateway) in [(true, false), (false, false), (false, true)] {
-        let p = profile(secrets, gateway);
+    for (secrets, gateway, git_hosts) in [
+        (true, false, false),
+        (false, false, false),
+        (false, true, false),
+        (true, true, true),
+    ] {
+        let p = profile(secrets, gateway, git_hosts);
         for t in &tasks {
-            let e = effective(&t.spec, &p.spec).unwrap();
+            // Through the proxy, only an https:// remote it lists.
+            let Ok(e) = effective(&t.spec, &p.spec) else {
+                assert!(git_hosts && !t.spec.repo.url.0.starts_with("https://"));
+                continue;
+            };
             let input = BuildInput {
                 task: t,
                 profile: &p.spec,
@@ -134,6 +153,12 @@ fn every_runner_command_line_in_every_phase_parses() {
                     assert!(
                         expected,
                         "{container} runs the matching subcommand: {argv:?}"
+                    );
+                    let git_step = matches!(container.as_str(), "prepare" | "publish");
+                    assert_eq!(
+                        argv.iter().any(|a| a == "--proxy-dir"),
+                        git_hosts && git_step,
+                        "{container}: {argv:?}"
                     );
                     parsed += 1;
                 }
