@@ -199,38 +199,11 @@ echo "git-credentials files [${{found}}] env $envs"
 
 /// The egress-probe implementer scenario for a node address and the decoy's port.
 fn probe_scenario(ip: IpAddr, decoy: u16) -> String {
-    let command = serde_json::to_string(&probe_script(ip, decoy)).unwrap_or_default();
-    format!(
-        r#"description: implementer probes egress and its own pod, then writes a note in scope
-turns:
-  - content:
-      - type: tool_use
-        name: Bash
-        input:
-          command: {command}
-          description: Probe the network and the pod
-          timeout: 120000
-    usage: {{input_tokens: 800, output_tokens: 60}}
-  - content:
-      - type: tool_use
-        name: Read
-        input:
-          file_path: "{{{{cwd}}}}/src/greet.sh"
-    usage: {{input_tokens: 100, output_tokens: 20}}
-  - content:
-      - type: tool_use
-        name: Edit
-        input:
-          file_path: "{{{{cwd}}}}/src/greet.sh"
-          old_string: 'echo "Hello $name"'
-          new_string: 'echo "Hello, $name!"'
-    usage: {{input_tokens: 100, output_tokens: 20}}
-  - content:
-      - type: text
-        text: Probed.
-    stop_reason: end_turn
-    usage: {{input_tokens: 100, output_tokens: 20}}
-"#
+    bash_then_edit_scenario(
+        "implementer probes egress and its own pod, then writes a note in scope",
+        &probe_script(ip, decoy),
+        "Probe the network and the pod",
+        "{input_tokens: 800, output_tokens: 60}",
     )
 }
 
@@ -269,18 +242,54 @@ echo "model-key files [${{found}}] env $envs"
 }
 
 fn gateway_probe_scenario(ip: IpAddr, port: u16) -> String {
-    let command = serde_json::to_string(&gateway_probe_script(ip, port)).unwrap_or_default();
+    bash_then_edit_scenario(
+        "implementer behind the gateway probes egress by name, then edits in scope",
+        &gateway_probe_script(ip, port),
+        "Probe egress through the gateway",
+        "{input_tokens: 800, output_tokens: 60}",
+    )
+}
+
+/// The name of the scenario [`gateway_probe_scenario`] registers.
+pub const GATEWAY_PROBE_SCENARIO: &str = "implementer-gateway-probe-tier-b";
+
+/// An implementer whose first turn's Bash tool waits long enough for the
+/// test to restart the gateway before its next request, then makes
+/// implementer-happy's edit. Usage: 4 turns, input 1200, output 110.
+pub const GATEWAY_RESTART_SCENARIO: &str = "implementer-gateway-restart-tier-b";
+
+fn gateway_restart_scenario() -> String {
+    bash_then_edit_scenario(
+        "implementer waits while the gateway restarts, then punctuates the greeting",
+        "sleep 25; echo waited",
+        "Wait while the gateway restarts",
+        "{input_tokens: 900, output_tokens: 50}",
+    )
+}
+
+/// An implementer whose first turn runs `command` with its Bash tool
+/// (`what` says why; `usage` is that turn's, as YAML), then reads
+/// src/greet.sh and makes implementer-happy's edit (three more turns of
+/// input 100, output 20 each).
+fn bash_then_edit_scenario(description: &str, command: &str, what: &str, usage: &str) -> String {
+    let command = serde_json::to_string(command).unwrap_or_default();
     format!(
-        r#"description: implementer behind the gateway probes egress by name, then edits in scope
+        r#"description: {description}
 turns:
   - content:
       - type: tool_use
         name: Bash
         input:
           command: {command}
-          description: Probe egress through the gateway
+          description: {what}
           timeout: 120000
-    usage: {{input_tokens: 800, output_tokens: 60}}
+    usage: {usage}
+  - content:
+      - type: tool_use
+        name: Read
+        input:
+          file_path: "{{{{cwd}}}}/src/greet.sh"
+    usage: {{input_tokens: 100, output_tokens: 20}}
   - content:
       - type: tool_use
         name: Edit
@@ -291,47 +300,11 @@ turns:
     usage: {{input_tokens: 100, output_tokens: 20}}
   - content:
       - type: text
-        text: Probed.
+        text: Done.
     stop_reason: end_turn
     usage: {{input_tokens: 100, output_tokens: 20}}
 "#
     )
-}
-
-/// The name of the scenario [`gateway_probe_scenario`] registers.
-pub const GATEWAY_PROBE_SCENARIO: &str = "implementer-gateway-probe-tier-b";
-
-/// An implementer whose first turn's Bash tool waits long enough for the
-/// test to restart the gateway before its next request, then makes
-/// implementer-happy's edit. Usage: 3 turns, input 1100, output 90.
-pub const GATEWAY_RESTART_SCENARIO: &str = "implementer-gateway-restart-tier-b";
-
-fn gateway_restart_scenario() -> String {
-    r#"description: implementer waits while the gateway restarts, then punctuates the greeting
-turns:
-  - content:
-      - type: tool_use
-        name: Bash
-        input:
-          command: 'sleep 25; echo waited'
-          description: Wait while the gateway restarts
-          timeout: 120000
-    usage: {input_tokens: 900, output_tokens: 50}
-  - content:
-      - type: tool_use
-        name: Edit
-        input:
-          file_path: "{{cwd}}/src/greet.sh"
-          old_string: 'echo "Hello $name"'
-          new_string: 'echo "Hello, $name!"'
-    usage: {input_tokens: 100, output_tokens: 20}
-  - content:
-      - type: text
-        text: Done.
-    stop_reason: end_turn
-    usage: {input_tokens: 100, output_tokens: 20}
-"#
-    .to_owned()
 }
 
 /// The name of the scenario [`probe_scenario`] registers.
@@ -341,36 +314,12 @@ pub const PROBE_SCENARIO: &str = "implementer-probe-tier-b";
 pub const KERNEL_SCENARIO: &str = "implementer-kernel-tier-b";
 
 fn kernel_scenario() -> String {
-    r#"description: implementer reports its kernel, then punctuates the greeting
-turns:
-  - content:
-      - type: tool_use
-        name: Bash
-        input:
-          command: 'echo "kernel $(uname -r)"'
-          description: Which kernel runs this
-    usage: {input_tokens: 100, output_tokens: 20}
-  - content:
-      - type: tool_use
-        name: Read
-        input:
-          file_path: "{{cwd}}/src/greet.sh"
-    usage: {input_tokens: 100, output_tokens: 20}
-  - content:
-      - type: tool_use
-        name: Edit
-        input:
-          file_path: "{{cwd}}/src/greet.sh"
-          old_string: 'echo "Hello $name"'
-          new_string: 'echo "Hello, $name!"'
-    usage: {input_tokens: 100, output_tokens: 20}
-  - content:
-      - type: text
-        text: Done.
-    stop_reason: end_turn
-    usage: {input_tokens: 100, output_tokens: 20}
-"#
-    .to_owned()
+    bash_then_edit_scenario(
+        "implementer reports its kernel, then punctuates the greeting",
+        r#"echo "kernel $(uname -r)""#,
+        "Which kernel runs this",
+        "{input_tokens: 100, output_tokens: 20}",
+    )
 }
 
 impl Services {
