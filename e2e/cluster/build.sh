@@ -48,6 +48,26 @@ build_tool() {
   log "built $name in $(( $(date +%s) - start ))s"
 }
 
+# An image whose only file is BINARY, at /<its name>, run as USER, written
+# as an OCI archive (imported by the node, never pulled):
+#   one_file_image BINARY USER REF ARCHIVE
+one_file_image() {
+  local binary=$1 user=$2 ref=$3 archive=$4 name store ctr
+  name=$(basename "$binary")
+  store=$(mktemp -d)
+  local bstore=(--root "$store/storage" --runroot "$store/run" --storage-driver vfs)
+  ctr=$(buildah "${bstore[@]}" from scratch)
+  buildah "${bstore[@]}" copy "$ctr" "$binary" "/$name" >/dev/null
+  buildah "${bstore[@]}" config --entrypoint "[\"/$name\"]" --user "$user" "$ctr"
+  buildah "${bstore[@]}" commit -q --format oci "$ctr" "$ref" >/dev/null
+  buildah "${bstore[@]}" rm "$ctr" >/dev/null
+  mkdir -p "$(dirname "$archive")"
+  buildah "${bstore[@]}" push -q "$ref" "oci-archive:$archive.partial:$ref"
+  mv "$archive.partial" "$archive"
+  buildah "${bstore[@]}" rmi -a >/dev/null 2>&1 || true
+  rm -rf "$store"
+}
+
 if [ "${1:-}" = tools ]; then
   # Helm stamps its own version and the Kubernetes minor of its client
   # modules (its Makefile's flags), so `helm version` and the default
@@ -161,16 +181,7 @@ if [ "$tier" = tier-b ]; then
     trap 'rm -rf "$tmp"' EXIT
     gcc -static -Os -Wall -Wextra -Werror -o "$tmp/pause" "$here/pause/pause.c"
     strip "$tmp/pause"
-    bstore=(--root "$tmp/storage" --runroot "$tmp/run" --storage-driver vfs)
-    ctr=$(buildah "${bstore[@]}" from scratch)
-    buildah "${bstore[@]}" copy "$ctr" "$tmp/pause" /pause >/dev/null
-    buildah "${bstore[@]}" config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
-    buildah "${bstore[@]}" commit -q --format oci "$ctr" "$(pause_image_ref)" >/dev/null
-    buildah "${bstore[@]}" rm "$ctr" >/dev/null
-    mkdir -p "$pause_dir"
-    buildah "${bstore[@]}" push -q "$(pause_image_ref)" "oci-archive:$pause_dir/pause.tar.partial:$(pause_image_ref)"
-    mv "$pause_dir/pause.tar.partial" "$pause_dir/pause.tar"
-    buildah "${bstore[@]}" rmi -a >/dev/null 2>&1 || true
+    one_file_image "$tmp/pause" 65535:65535 "$(pause_image_ref)" "$pause_dir/pause.tar"
     log "built $(pause_image_ref)"
   fi
 fi
@@ -207,15 +218,6 @@ if [ ! -f "$coredns_dir/coredns.tar" ]; then
   trap 'rm -rf "$tmp"' EXIT
   (cd "$here/coredns" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath \
     -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}" -o "$tmp/coredns" .)
-  bstore=(--root "$tmp/storage" --runroot "$tmp/run" --storage-driver vfs)
-  ctr=$(buildah "${bstore[@]}" from scratch)
-  buildah "${bstore[@]}" copy "$ctr" "$tmp/coredns" /coredns >/dev/null
-  buildah "${bstore[@]}" config --entrypoint '["/coredns"]' --user 65532:65532 "$ctr"
-  buildah "${bstore[@]}" commit -q --format oci "$ctr" "$(coredns_image_ref)" >/dev/null
-  buildah "${bstore[@]}" rm "$ctr" >/dev/null
-  mkdir -p "$coredns_dir"
-  buildah "${bstore[@]}" push -q "$(coredns_image_ref)" "oci-archive:$coredns_dir/coredns.tar.partial:$(coredns_image_ref)"
-  mv "$coredns_dir/coredns.tar.partial" "$coredns_dir/coredns.tar"
-  buildah "${bstore[@]}" rmi -a >/dev/null 2>&1 || true
+  one_file_image "$tmp/coredns" 65532:65532 "$(coredns_image_ref)" "$coredns_dir/coredns.tar"
   log "built CoreDNS and its image in $(( $(date +%s) - start ))s"
 fi
