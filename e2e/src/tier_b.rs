@@ -751,7 +751,33 @@ impl Fixture {
             "--tail",
             "40",
         ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The operator's side: its pods (restarts show a crash) and its log
+        // lines that name this namespace.
+        let pods = self
+            .cluster
+            .kubectl(["get", "pods", "-n", GATEWAY_NAMESPACE, "-o", "wide"]);
+        text.push_str("\n--- pods of the operator's namespace:\n");
+        text.push_str(&String::from_utf8_lossy(&pods.stdout));
+        let log = self.cluster.kubectl([
+            "logs",
+            "-n",
+            GATEWAY_NAMESPACE,
+            "deployment/hermes-operator",
+            "--tail",
+            "5000",
+        ]);
+        let log = String::from_utf8_lossy(&log.stdout);
+        let mine: Vec<&str> = log.lines().filter(|l| l.contains(&self.ns.name)).collect();
+        text.push_str(&format!(
+            "--- the operator's last log lines naming {}:\n",
+            self.ns.name
+        ));
+        for line in &mine[mine.len().saturating_sub(40)..] {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
     }
 }
 

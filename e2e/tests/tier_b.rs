@@ -503,20 +503,27 @@ async fn a_gateway_restart_mid_run_loses_no_usage_already_counted() {
         return;
     };
     // The first turn counted and recorded (the operator reads every 3 s),
-    // while the agent's Bash tool waits.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // while the agent's Bash tool waits (25 s). The wait covers a loaded
+    // node's pod starts; a count past the first turn means the restart
+    // would no longer fall between two requests.
+    let deadline = std::time::Instant::now() + TASK_TIMEOUT;
     let first = loop {
         let t = r.f.tasks().get("greet").await.unwrap();
         let s = status(&t);
         let meters = s["usage"]["meters"].as_array().cloned().unwrap_or_default();
-        if let Some(m) = meters
+        let implement: Vec<&Value> = meters
             .iter()
-            .find(|m| m["phase"] == "implement" && m["turns"] == 1)
-        {
+            .filter(|m| m["phase"] == "implement")
+            .collect();
+        if let [m] = implement.as_slice() {
+            assert_eq!(
+                m["turns"], 1,
+                "the agent's wait ended before its first turn was recorded: {s:#}"
+            );
             break m["instance"].as_str().unwrap().to_owned();
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            implement.is_empty() && std::time::Instant::now() < deadline,
             "the first turn was never recorded: {s:#}\n{}",
             r.f.pod_logs()
         );

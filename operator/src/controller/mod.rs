@@ -530,6 +530,11 @@ pub async fn run(
         claims,
         network_policies,
     };
+    let first_lists = {
+        let (caches, tasks) = (caches.clone(), store.clone());
+        let started = std::time::Instant::now();
+        tokio::spawn(async move { caches.log_first_lists(tasks, started).await })
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         instance,
@@ -569,6 +574,7 @@ pub async fn run(
         })
         .await;
     scheduler.abort();
+    first_lists.abort();
 }
 
 #[cfg(test)]

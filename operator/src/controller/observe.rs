@@ -68,6 +68,35 @@ impl Caches {
             _ => Err(Error::CachesNotReady),
         }
     }
+
+    /// Logs, once for each cache (and the tasks' own), how long its first
+    /// list took from `started`: a start that waits on one kind shows
+    /// which one in the operator's log.
+    pub async fn log_first_lists(&self, tasks: Store<HermesTask>, started: std::time::Instant) {
+        async fn listed<K>(kind: &'static str, store: Store<K>, started: std::time::Instant)
+        where
+            K: kube::Resource + Clone + 'static,
+            K::DynamicType: std::hash::Hash + Eq + Clone,
+        {
+            if store.wait_until_ready().await.is_ok() {
+                tracing::info!(
+                    kind,
+                    objects = store.state().len(),
+                    after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "first list in the cache"
+                );
+            }
+        }
+        futures::join!(
+            listed("HermesTask", tasks, started),
+            listed("HermesProfile", self.profiles.clone(), started),
+            listed("Job", self.jobs.clone(), started),
+            listed("Pod", self.pods.clone(), started),
+            listed("ConfigMap", self.config_maps.clone(), started),
+            listed("NetworkPolicy", self.network_policies.clone(), started),
+            listed("PersistentVolumeClaim", self.claims.clone(), started),
+        );
+    }
 }
 
 /// Observes the world of one task.
