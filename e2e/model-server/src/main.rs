@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use hermes_model_server::{Config, Scenarios, Server};
 
 const USAGE: &str = "usage: hermes-model-server [--listen ADDR] [--scenarios DIR] \
-[--default-scenario NAME] [--api-key KEY] [--dump-dir DIR] [--break-streams] [--quiet] [--list]
+[--default-scenario NAME] [--api-key KEY] [--dump-dir DIR] [--break-streams] \
+[--event-interval MS] [--quiet] [--list]
 
   --listen ADDR            address to bind (default 127.0.0.1:8080)
   --scenarios DIR          add the *.yaml/*.json scenarios of DIR to the built-in ones
@@ -16,6 +17,8 @@ const USAGE: &str = "usage: hermes-model-server [--listen ADDR] [--scenarios DIR
   --dump-dir DIR           write every request body to DIR
   --break-streams          cut every SSE stream after its first event (tests the
                            CLI's fallback to a non-streaming request)
+  --event-interval MS      pace replies like a model: wait MS before each SSE
+                           event (a plain reply waits as long as its stream)
   --quiet                  do not log requests to stderr
   --list                   print the scenario names and exit
 
@@ -40,6 +43,7 @@ fn run() -> Result<(), String> {
     let mut log = true;
     let mut list = false;
     let mut break_streams = false;
+    let mut event_interval = std::time::Duration::ZERO;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value\n{USAGE}"));
@@ -51,6 +55,13 @@ fn run() -> Result<(), String> {
             "--dump-dir" => dump_dir = Some(PathBuf::from(value("--dump-dir")?)),
             "--quiet" => log = false,
             "--break-streams" => break_streams = true,
+            "--event-interval" => {
+                let v = value("--event-interval")?;
+                let ms: u64 = v
+                    .parse()
+                    .map_err(|e| format!("--event-interval {v:?}: {e} (milliseconds)"))?;
+                event_interval = std::time::Duration::from_millis(ms);
+            }
             "--list" => list = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -85,6 +96,7 @@ fn run() -> Result<(), String> {
         dump_dir,
         log,
         break_streams,
+        event_interval,
     })
     .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))?;
     eprintln!(

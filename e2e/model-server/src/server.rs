@@ -36,6 +36,10 @@ pub struct Config {
     /// Break every SSE stream after its first event (closing the
     /// connection), to exercise the CLI's fallback to a plain request.
     pub break_streams: bool,
+    /// Paces a reply like a model generating it: each SSE event waits this
+    /// long before it is sent (the first one too: a time to first byte), a
+    /// plain reply as long as its stream would. Zero sends at once.
+    pub event_interval: std::time::Duration,
 }
 
 impl Config {
@@ -49,6 +53,7 @@ impl Config {
             dump_dir: None,
             log: true,
             break_streams: false,
+            event_interval: std::time::Duration::ZERO,
         }
     }
 }
@@ -418,6 +423,13 @@ fn dump(state: &State, n: u64, kind: &str, body: &[u8]) {
     }
 }
 
+/// Waits `events` times `interval` (the server's pace), if any.
+fn pause(interval: std::time::Duration, events: usize) {
+    if !interval.is_zero() {
+        std::thread::sleep(interval.saturating_mul(u32::try_from(events).unwrap_or(u32::MAX)));
+    }
+}
+
 fn send_turn(
     w: &mut impl Write,
     state: &State,
@@ -429,6 +441,7 @@ fn send_turn(
     if inspected.stream {
         let mut c = Chunked::start(w, 200, "text/event-stream", &[])?;
         for (name, data) in api::stream_events(&inspected.model, turn) {
+            pause(state.config.event_interval, 1);
             c.send(api::sse(name, &data).as_bytes())?;
             if state.config.break_streams {
                 // The caller closes the connection mid-body.
@@ -438,6 +451,10 @@ fn send_turn(
         }
         c.finish()?;
     } else {
+        pause(
+            state.config.event_interval,
+            api::stream_events(&inspected.model, turn).len(),
+        );
         let body = serde_json::to_vec(&api::message(&inspected.model, turn)).unwrap_or_default();
         http::write_response(w, false, 200, "application/json", &[], &body)?;
     }

@@ -342,3 +342,53 @@ fn keep_alive_connection_serves_requests_back_to_back() {
     assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3, "{raw}");
     assert_eq!(raw.matches("event: message_stop").count(), 2);
 }
+
+#[test]
+fn a_paced_server_spaces_its_events_and_holds_a_plain_reply_as_long() {
+    let mut config = Config::loopback(Scenarios::builtin().unwrap());
+    config.log = false;
+    config.event_interval = std::time::Duration::from_millis(40);
+    let s = Server::start(config).unwrap();
+    let body = history(0, true);
+    // Streamed: the first event after one interval, the nine of the turn
+    // after nine.
+    let mut conn = TcpStream::connect(s.addr()).unwrap();
+    let req = format!(
+        "POST /s/implementer-happy/v1/messages HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let start = std::time::Instant::now();
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut first_event = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if first_event.is_none() && String::from_utf8_lossy(&raw).contains("event: ") {
+            first_event = Some(start.elapsed());
+        }
+    }
+    let whole = start.elapsed();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let events = text.matches("event: ").count();
+    assert!(events >= 5, "{text}");
+    let first = first_event.unwrap();
+    assert!(first >= std::time::Duration::from_millis(40), "{first:?}");
+    let paced = std::time::Duration::from_millis(40 * events as u64);
+    assert!(whole >= paced, "{whole:?} for {events} events");
+    // Plain: as long as its stream would take.
+    let start = std::time::Instant::now();
+    let r = send(
+        s.addr(),
+        "POST",
+        "/s/implementer-happy/v1/messages",
+        &[],
+        &history(0, false),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(start.elapsed() >= paced, "{:?}", start.elapsed());
+}
