@@ -75,6 +75,10 @@ pub struct HermesProfileSpec {
     #[serde(default)]
     pub secrets: ProfileSecrets,
 
+    /// How the git phases (prepare, publish) trust the remote.
+    #[serde(default, skip_serializing_if = "GitSpec::is_empty")]
+    pub git: GitSpec,
+
     /// RuntimeClass for every task pod (for example gVisor or Kata), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_class_name: Option<ObjectName>,
@@ -404,6 +408,27 @@ pub struct ProfileSecrets {
     /// Git push credentials, mounted in publish only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_push: Option<ObjectName>,
+}
+
+/// How the git phases trust the remote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSpec {
+    /// Name of a ConfigMap (in the task's namespace) whose key `ca.crt` holds
+    /// a PEM CA bundle an `https://` remote's certificate may chain to, for a
+    /// git host with a private CA. It adds to the runner image's system
+    /// roots, never replaces them, and is mounted read-only into the runner
+    /// container of prepare and publish only (the agent and the reviewer
+    /// never see it). Unset: the system roots alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<ObjectName>,
+}
+
+impl GitSpec {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        self.ca_bundle.is_none()
+    }
 }
 
 /// The per-task repository volume.

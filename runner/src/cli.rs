@@ -60,6 +60,10 @@ pub struct PrepareArgs {
     /// https:// (libgit2 proxies nothing else).
     #[arg(long)]
     pub proxy_dir: Option<PathBuf>,
+    /// A CA bundle (PEM) an https remote's certificate may chain to, added
+    /// to the system's roots (the profile's `git.caBundle`).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// A task file inside the repository, read from the base commit.
     #[arg(long, requires = "task_out")]
     pub task_path: Option<String>,
@@ -204,6 +208,10 @@ pub struct PublishArgs {
     /// https:// (libgit2 proxies nothing else).
     #[arg(long)]
     pub proxy_dir: Option<PathBuf>,
+    /// A CA bundle (PEM) an https remote's certificate may chain to, added
+    /// to the system's roots (the profile's `git.caBundle`).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// A writable, empty directory for the fresh clone.
     #[arg(long)]
     pub work_dir: PathBuf,

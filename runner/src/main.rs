@@ -102,6 +102,7 @@ fn main() -> ExitCode {
 fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> {
     Ok(match command {
         Command::Prepare(a) => {
+            git::init::trust(a.ca_file.as_deref())?;
             let creds = Credentials::load(a.credentials_dir.as_deref())?;
             *scrubber = creds.scrubber();
             let proxy = Proxy::load(a.proxy_dir.as_deref(), &a.url)?;
@@ -112,6 +113,7 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
         Command::Context(a) => StepResult::Context(steps::context::run(a)?),
         Command::Verdict(a) => StepResult::Verdict(steps::verdict::run(a)?),
         Command::Publish(a) => {
+            git::init::trust(a.ca_file.as_deref())?;
             let creds = Credentials::load(a.credentials_dir.as_deref())?;
             *scrubber = creds.scrubber();
             let proxy = Proxy::load(a.proxy_dir.as_deref(), &a.url)?;

@@ -55,6 +55,7 @@ const TASK_VOLUME: &str = "task";
 const GIT_VOLUME: &str = "git-credentials";
 const MODEL_VOLUME: &str = "model-credentials";
 const GATEWAY_VOLUME: &str = "gateway-credential";
+const GIT_CA_VOLUME: &str = "git-ca";
 
 fn secret_volume(volume: &str, secret: &str) -> Volume {
     Volume {
@@ -296,10 +297,11 @@ fn remote_args(step: &str, input: &BuildInput<'_>) -> Vec<String> {
     ]
 }
 
-/// The git steps' way through the gateway's egress proxy, when their phase
-/// uses it: the phase's credential Secret, mounted into the runner, whose
-/// proxy URL the step reads.
-fn git_proxy(
+/// The git steps' trust and way out: the profile's CA bundle, when it names
+/// one; the gateway's egress proxy, when their phase uses it (the phase's
+/// credential Secret, mounted into the runner, whose proxy URL the step
+/// reads).
+fn git_remote_access(
     input: &BuildInput<'_>,
     phase: RunPhase,
     attempt: u32,
@@ -307,6 +309,25 @@ fn git_proxy(
     mounts: &mut Vec<VolumeMount>,
     volumes: &mut Vec<Volume>,
 ) {
+    if let Some(bundle) = &input.profile.git.ca_bundle {
+        // The profile's private CA, for the runner's TLS to the remote.
+        args.extend(["--ca-file".into(), paths::GIT_CA_FILE.into()]);
+        mounts.push(mount(GIT_CA_VOLUME, paths::GIT_CA, true));
+        volumes.push(Volume {
+            name: GIT_CA_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: bundle.0.clone(),
+                items: Some(vec![KeyToPath {
+                    key: "ca.crt".into(),
+                    path: "ca.crt".into(),
+                    mode: None,
+                }]),
+                default_mode: Some(0o444),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        });
+    }
     if !input.uses_gateway(phase) {
         return;
     }
@@ -330,7 +351,7 @@ fn prepare(input: &BuildInput<'_>, attempt: u32) -> Pod {
         mounts.push(mount(GIT_VOLUME, paths::GIT_SECRET, true));
         volumes.push(secret_volume(GIT_VOLUME, &secret.0));
     }
-    git_proxy(
+    git_remote_access(
         input,
         RunPhase::Prepare,
         attempt,
@@ -571,7 +592,7 @@ fn publish(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
         mounts.push(mount(GIT_VOLUME, paths::GIT_SECRET, true));
         volumes.push(secret_volume(GIT_VOLUME, &secret.0));
     }
-    git_proxy(
+    git_remote_access(
         input,
         RunPhase::Publish,
         attempt,

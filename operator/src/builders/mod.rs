@@ -73,6 +73,10 @@ pub mod paths {
     pub const MODEL_SECRET: &str = "/hermes/secrets/model";
     /// The phase's gateway credential (implement and review, with the gateway).
     pub const GATEWAY_SECRET: &str = "/hermes/secrets/gateway";
+    /// The profile's CA bundle for https remotes (prepare and publish).
+    pub const GIT_CA: &str = "/hermes/git-ca";
+    /// The bundle's file inside it (the ConfigMap's key `ca.crt`).
+    pub const GIT_CA_FILE: &str = "/hermes/git-ca/ca.crt";
     /// The runner binary inside the runner image.
     pub const RUNNER: &str = "/usr/local/bin/hermes-runner";
 }

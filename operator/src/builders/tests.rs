@@ -804,3 +804,67 @@ fn with_hosts_for_a_git_phase_its_runner_goes_through_the_proxy_with_a_credentia
     );
     assert!(!all.contains("--proxy-dir"), "{all}");
 }
+
+#[test]
+fn a_ca_bundle_reaches_the_runner_of_prepare_and_publish_only() {
+    let mut p = profile();
+    p.git.ca_bundle = Some(hermes_crds::validation::ObjectName("corp-ca".into()));
+    let t = task(json!({}));
+    for phase in [
+        RunPhase::Prepare,
+        RunPhase::Implement,
+        RunPhase::Review,
+        RunPhase::Publish,
+    ] {
+        let spec = pod(&build(&t, &p, phase, 1));
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.config_map.as_ref().is_some_and(|c| c.name == "corp-ca"));
+        let git_phase = matches!(phase, RunPhase::Prepare | RunPhase::Publish);
+        assert_eq!(volume.is_some(), git_phase, "{phase:?}");
+        let Some(volume) = volume else { continue };
+        let items = volume.config_map.as_ref().and_then(|c| c.items.clone());
+        assert_eq!(
+            items.map(|i| i.into_iter().map(|k| (k.key, k.path)).collect::<Vec<_>>()),
+            Some(vec![("ca.crt".to_owned(), "ca.crt".to_owned())])
+        );
+        // Mounted read-only in the runner's step container alone (named
+        // after its step), which is told the file.
+        let containers: Vec<_> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .collect();
+        for c in containers {
+            let mounted = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == volume.name);
+            let args = c.args.clone().unwrap_or_default().join(" ");
+            if c.name == format!("{phase:?}").to_lowercase() {
+                assert_eq!(mounted.and_then(|m| m.read_only), Some(true), "{phase:?}");
+                assert!(
+                    args.contains("--ca-file /hermes/git-ca/ca.crt"),
+                    "{phase:?}: {args}"
+                );
+            } else {
+                assert!(mounted.is_none(), "{phase:?}: {}", c.name);
+            }
+        }
+    }
+    // Unset, no phase mounts one or passes the flag.
+    let plain = profile();
+    for phase in [RunPhase::Prepare, RunPhase::Publish] {
+        let spec = pod(&build(&t, &plain, phase, 1));
+        let args = spec.containers[0]
+            .args
+            .clone()
+            .unwrap_or_default()
+            .join(" ");
+        assert!(!args.contains("--ca-file"), "{args}");
+    }
+}

@@ -568,8 +568,14 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "controller stream error");
+            match result {
+                // A wake for a task deleted meanwhile (its children's
+                // watch events and the gateway's counts outlive it).
+                Err(e @ kube::runtime::controller::Error::ObjectNotFound(_)) => {
+                    tracing::debug!(error = %e, "woken for a task no longer there");
+                }
+                Err(e) => warn!(error = %e, "controller stream error"),
+                Ok(_) => {}
             }
         })
         .await;

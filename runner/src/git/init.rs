@@ -48,3 +48,42 @@ pub fn empty_config_dir() -> &'static Path {
         Path::new("/nonexistent/hermes-empty-config")
     }
 }
+
+/// The system's CA bundle in the runner image (Debian's path; the image
+/// copies the build machine's bundle there).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Adds to the roots libgit2's TLS trusts for https remotes: the system
+/// bundle when the image has one (the vendored OpenSSL looks elsewhere by
+/// default, so without this a public host's certificate would not verify),
+/// then `extra`, a PEM bundle the profile names for a private CA
+/// (`--ca-file`). Both add to what OpenSSL trusts already (`SSL_CERT_FILE`
+/// included); neither replaces it. A missing or unreadable `extra` is an
+/// invalid argument, not a silent fall-back to the system roots.
+///
+/// Must run before any other thread exists, like [`harden`].
+#[allow(unsafe_code)]
+pub fn trust(extra: Option<&Path>) -> Result<()> {
+    let system = Path::new(SYSTEM_CA_BUNDLE);
+    if system.is_file() {
+        // SAFETY: as in `harden`: one thread, before any clone or fetch.
+        unsafe { git2::opts::set_ssl_cert_file(system) }.map_err(Error::Init)?;
+    }
+    if let Some(file) = extra {
+        let pem = std::fs::read(file)
+            .map_err(|e| Error::arg("--ca-file", format!("{}: {e}", file.display())))?;
+        if !pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(Error::arg(
+                "--ca-file",
+                format!("{} holds no PEM certificate", file.display()),
+            ));
+        }
+        // SAFETY: as above.
+        unsafe { git2::opts::set_ssl_cert_file(file) }
+            .map_err(|e| Error::arg("--ca-file", format!("{}: {}", file.display(), e.message())))?;
+    }
+    Ok(())
+}
