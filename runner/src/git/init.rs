@@ -54,9 +54,8 @@ pub fn empty_config_dir() -> &'static Path {
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Adds to the roots libgit2's TLS trusts for https remotes: the system
-/// bundle when the image has one (the vendored OpenSSL looks elsewhere by
-/// default, so without this a public host's certificate would not verify),
-/// then `extra`, a PEM bundle the profile names for a private CA
+/// bundle when the image has one (git2's start-up probe of well-known paths
+/// finds it too; loading it here does not hang on that list), then `extra`, a PEM bundle the profile names for a private CA
 /// (`--ca-file`). Both add to what OpenSSL trusts already (`SSL_CERT_FILE`
 /// included); neither replaces it. A missing or unreadable `extra` is an
 /// invalid argument, not a silent fall-back to the system roots.
