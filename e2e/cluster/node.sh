@@ -409,9 +409,12 @@ node_start_provisioner() {
 
 # The cluster DNS (coredns/coredns.yaml): CoreDNS behind the kube-dns Service.
 node_dns() {
-  sed -e "s|@IMAGE@|$(coredns_image_ref)|" -e "s|@CLUSTER_DNS_IP@|$CLUSTER_DNS_IP|" \
+  local rendered hash
+  rendered=$(sed -e "s|@IMAGE@|$(coredns_image_ref)|" -e "s|@CLUSTER_DNS_IP@|$CLUSTER_DNS_IP|" \
     -e "s|@NODE_IP@|$NODE_IP|" -e "s|@REGISTRY_IP@|${OUTSIDE_IPS[0]}|" \
-    "$_lib_here/coredns/coredns.yaml" |
+    "$_lib_here/coredns/coredns.yaml")
+  hash=$(printf '%s' "$rendered" | sha256sum | cut -c1-16)
+  printf '%s\n' "${rendered//@CONFIG_HASH@/$hash}" |
     kc apply --server-side --force-conflicts --field-manager hermes-cluster -f - >/dev/null
   node_wait "the cluster DNS (CoreDNS) ready" 120 \
     kc -n kube-system rollout status deployment/coredns --timeout 1s

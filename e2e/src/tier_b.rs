@@ -123,8 +123,14 @@ pub struct Services {
     /// an address outside every range the gateway's proxy denies, reached
     /// by name through the proxy only.
     pub registry: SocketAddr,
+    /// The git remote as `https://` [`GIT_HOST`], at [`REGISTRY_IP`]: what
+    /// the git phases reach through the gateway's proxy.
+    pub git_tls: crate::tls_front::TlsFront,
     _dir: PathBuf,
 }
+
+/// The TLS front's name in the cluster DNS ([`REGISTRY_IP`]).
+pub const GIT_HOST: &str = "git.hermes.test";
 
 /// The stand-in registry's address, which Tier B's node puts on its
 /// loopback interface: 198.18.0.0/15 (benchmarking) is neither private, nor
@@ -344,6 +350,17 @@ impl Services {
             .local_addr()
             .map_err(|e| format!("registry address: {e}"))?;
         std::thread::spawn(move || serve_decoy(registry_listener));
+        let git_tls = crate::tls_front::TlsFront::start(
+            SocketAddr::new(
+                REGISTRY_IP
+                    .parse()
+                    .map_err(|e| format!("{REGISTRY_IP}: {e}"))?,
+                0,
+            ),
+            git.addr(),
+            GIT_HOST,
+            &dir,
+        )?;
         let extra = [
             (
                 GATEWAY_PROBE_SCENARIO.to_owned(),
@@ -370,6 +387,7 @@ impl Services {
             model,
             decoy,
             registry,
+            git_tls,
             _dir: dir,
         })
     }
@@ -534,6 +552,32 @@ impl TierB {
             if let Some(hosts) = &profile.hosts {
                 spec["egress"]["hosts"] = hosts.clone();
             }
+            if profile.git_by_name {
+                let front = s.git_tls.addr.port();
+                let git = json!([{"name": GIT_HOST, "ports": [front]}]);
+                spec["egress"] = json!({"hosts": {"prepare": git, "publish": git}});
+                if let Some(hosts) = &profile.hosts {
+                    for (phase, list) in hosts.as_object().into_iter().flatten() {
+                        spec["egress"]["hosts"][phase] = list.clone();
+                    }
+                }
+                let ca: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": "git-ca"},
+                    "data": {"ca.crt": s.git_tls.cert_pem},
+                }))
+                .map_err(|e| Error::Timeout(format!("configmap git-ca: {e}")))?;
+                Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+                    self.cluster.client.clone(),
+                    &ns.name,
+                )
+                .create(&PostParams::default(), &ca)
+                .await
+                .map_err(|source| Error::Api {
+                    what: "creating configmap git-ca".into(),
+                    source,
+                })?;
+                spec["git"] = json!({"caBundle": "git-ca"});
+            }
         }
         let api: Api<hermes_crds::profile::HermesProfile> =
             Api::namespaced(self.cluster.client.clone(), &ns.name);
@@ -592,6 +636,15 @@ impl TierB {
         Ok(git.url(name))
     }
 
+    /// The in-cluster `https://` URL of the remote's repository `name`,
+    /// through the TLS front by [`GIT_HOST`].
+    pub fn https_url(&self, name: &str) -> String {
+        format!(
+            "https://{GIT_HOST}:{}/{name}",
+            self.services.git_tls.addr.port()
+        )
+    }
+
     /// `git rev-parse <rev>` in the remote's bare repository `name`.
     pub fn remote_rev(&self, name: &str, rev: &str) -> Option<String> {
         fixture::try_git(
@@ -625,6 +678,10 @@ pub struct ProfileOptions {
     pub budget: Option<serde_json::Value>,
     /// The profile's `egress.hosts` (with the gateway), if any.
     pub hosts: Option<serde_json::Value>,
+    /// With the gateway: prepare and publish reach the git remote as
+    /// `https://` [`GIT_HOST`] through the proxy alone (their hosts list it,
+    /// no CIDR rule), trusting the front by the profile's `git.caBundle`.
+    pub git_by_name: bool,
 }
 
 impl ProfileOptions {
@@ -637,6 +694,7 @@ impl ProfileOptions {
             gateway: false,
             budget: None,
             hosts: None,
+            git_by_name: false,
         }
     }
 

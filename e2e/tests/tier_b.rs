@@ -56,8 +56,12 @@ impl Run {
     ) -> Option<Self> {
         let b = TierB::connect().await?;
         let prefix = format!("b-{}", repo.trim_end_matches(".git"));
+        let by_name = options.git_by_name;
         let f = b.fixture(&prefix, options).await.unwrap();
-        let url = b.seed_repo(repo, "greeter").unwrap();
+        let mut url = b.seed_repo(repo, "greeter").unwrap();
+        if by_name {
+            url = b.https_url(repo);
+        }
         let base = b.remote_rev(repo, "refs/heads/main").unwrap();
         before_apply(&b);
         f.apply_task(task("greet", &url, review, publish))
@@ -572,6 +576,91 @@ async fn a_gateway_restart_mid_run_loses_no_usage_already_counted() {
         Some(json!(1)),
         "the first instance's count stays: {s:#}"
     );
+}
+
+/// The git phases by host name: prepare clones and publish pushes an
+/// `https://` remote named `git.hermes.test`, through the gateway's proxy
+/// alone (their pods may reach the proxy port and nothing else), trusting
+/// its private CA by the profile's `git.caBundle`; each phase's credential
+/// for the proxy opened its own phase's list.
+#[tokio::test]
+async fn the_git_phases_reach_an_https_remote_by_name_through_the_proxy_alone() {
+    let mut options = ProfileOptions::through_gateway("implementer-happy", "reviewer-approve");
+    options.git_by_name = true;
+    let Some(r) = Run::start(
+        "by-name.git",
+        options,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Succeeded", "{s:#}\n{}", r.f.pod_logs());
+    let main = r.remote_main();
+    assert_ne!(main, r.base, "published: {s:#}");
+    assert_eq!(r.parents(&main).len(), 2, "a merge commit: {s:#}");
+    // Both git phases came through the front by the name (TLS with SNI),
+    // each through the proxy (the front is reachable no other way: no CIDR
+    // rule names it).
+    let names = r.b.services.git_tls.names();
+    assert!(
+        names
+            .iter()
+            .filter(|n| *n == hermes_e2e::tier_b::GIT_HOST)
+            .count()
+            >= 2,
+        "{names:?}"
+    );
+    for phase in ["prepare", "publish"] {
+        let hash = r.f.ns_kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("hermes.dev/phase={phase}"),
+            "-o",
+            "jsonpath={.items[0].metadata.labels.hermes\\.dev/egress}",
+        ]);
+        let policy = r.f.ns_kubectl(&[
+            "get",
+            "networkpolicy",
+            &format!("hermes-egress-{}", hash.trim()),
+            "-o",
+            "jsonpath={.spec.egress}",
+        ]);
+        assert!(
+            policy.contains("hermes-gateway")
+                && !policy.contains("ipBlock")
+                && !policy.contains("53"),
+            "{phase}: {policy}"
+        );
+    }
+    let log = r.b.cluster.kubectl([
+        "logs",
+        "-n",
+        hermes_e2e::tier_b::GATEWAY_NAMESPACE,
+        "deployment/hermes-gateway",
+        "--tail",
+        "5000",
+    ]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    for phase in ["prepare", "publish"] {
+        assert!(
+            log.lines().any(|l| l.contains(&r.f.ns.name)
+                && l.contains(&format!("\"phase\":\"{phase}\""))
+                && l.contains(hermes_e2e::tier_b::GIT_HOST)
+                && l.contains("allowed")),
+            "no allowed {phase} connection to {} in the gateway's log:\n{}",
+            hermes_e2e::tier_b::GIT_HOST,
+            log.lines()
+                .filter(|l| l.contains(&r.f.ns.name))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
 /// A scripted model that would go on for more turns than the budget allows
