@@ -78,13 +78,22 @@ impl Caches {
             K: kube::Resource + Clone + 'static,
             K::DynamicType: std::hash::Hash + Eq + Clone,
         {
-            if store.wait_until_ready().await.is_ok() {
-                tracing::info!(
+            let after_ms = |started: std::time::Instant| {
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+            };
+            match store.wait_until_ready().await {
+                Ok(()) => tracing::info!(
                     kind,
                     objects = store.state().len(),
-                    after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    after_ms = after_ms(started),
                     "first list in the cache"
-                );
+                ),
+                Err(e) => tracing::warn!(
+                    kind,
+                    error = %e,
+                    after_ms = after_ms(started),
+                    "the cache's writer went away before its first list"
+                ),
             }
         }
         futures::join!(
