@@ -520,6 +520,7 @@ pub async fn run(
         .modify(|n: &mut NetworkPolicy| n.managed_fields_mut().clear())
         .reflect(np_writer)
         .touched_objects();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let caches = observe::Caches {
         profiles,
         jobs,
@@ -529,12 +530,13 @@ pub async fn run(
         config_maps,
         claims,
         network_policies,
+        ready,
     };
-    let first_lists = {
-        let (caches, tasks) = (caches.clone(), store.clone());
-        let started = std::time::Instant::now();
-        tokio::spawn(async move { caches.log_first_lists(tasks, started).await })
-    };
+    let first_lists = tokio::spawn(observe::announce_ready(
+        caches.clone(),
+        ready_tx,
+        std::time::Instant::now(),
+    ));
     let ctx = Arc::new(Context::new(
         client.clone(),
         instance,

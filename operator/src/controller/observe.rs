@@ -49,62 +49,71 @@ pub struct Caches {
     pub claims: Store<PersistentVolumeClaim>,
     /// The NetworkPolicies the operator made.
     pub network_policies: Store<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    /// True once every store above has listed ([`announce_ready`]).
+    pub ready: Readiness,
 }
 
 impl Caches {
     /// Waits (up to a bound) until every cache has listed once, so a first
     /// reconcile after a start does not take a missing Job for one to create.
+    ///
+    /// Many reconciles wait here at once after a start. They wait on
+    /// [`Readiness`], never on the stores themselves: a kube-runtime
+    /// store's `wait_until_ready` wakes only the last of its concurrent
+    /// waiters (one oneshot receiver, one waker slot), so the others would
+    /// sleep until this bound's timer polls them again.
     pub async fn wait_ready(&self) -> Result<()> {
-        let all = async {
-            self.profiles.wait_until_ready().await?;
-            self.jobs.wait_until_ready().await?;
-            self.pods.wait_until_ready().await?;
-            self.config_maps.wait_until_ready().await?;
-            self.network_policies.wait_until_ready().await?;
-            self.claims.wait_until_ready().await
-        };
-        match tokio::time::timeout(Duration::from_secs(60), all).await {
-            Ok(Ok(())) => Ok(()),
+        let mut ready = self.ready.clone();
+        match tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
             _ => Err(Error::CachesNotReady),
         }
     }
+}
 
-    /// Logs, once for each cache (and the tasks' own), how long its first
-    /// list took from `started`: a start that waits on one kind shows
-    /// which one in the operator's log.
-    pub async fn log_first_lists(&self, tasks: Store<HermesTask>, started: std::time::Instant) {
-        async fn listed<K>(kind: &'static str, store: Store<K>, started: std::time::Instant)
-        where
-            K: kube::Resource + Clone + 'static,
-            K::DynamicType: std::hash::Hash + Eq + Clone,
-        {
-            let after_ms = |started: std::time::Instant| {
-                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
-            };
-            match store.wait_until_ready().await {
-                Ok(()) => tracing::info!(
+/// Whether every cache has listed once, told to any number of waiters.
+pub type Readiness = tokio::sync::watch::Receiver<bool>;
+
+/// Waits for each cache's first list, one store at a time (so each store
+/// has this one waiter: see [`Caches::wait_ready`]), logs how long each
+/// took from `started`, and then tells `ready`. The tasks' own store is not
+/// waited on here: the controller waits on it, and a second waiter could
+/// take its wake-up.
+pub async fn announce_ready(
+    caches: Caches,
+    ready: tokio::sync::watch::Sender<bool>,
+    started: std::time::Instant,
+) {
+    async fn listed<K>(kind: &'static str, store: &Store<K>, started: std::time::Instant) -> bool
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: std::hash::Hash + Eq + Clone,
+    {
+        let after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match store.wait_until_ready().await {
+            Ok(()) => {
+                tracing::info!(
                     kind,
                     objects = store.state().len(),
-                    after_ms = after_ms(started),
+                    after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(after_ms),
                     "first list in the cache"
-                ),
-                Err(e) => tracing::warn!(
-                    kind,
-                    error = %e,
-                    after_ms = after_ms(started),
-                    "the cache's writer went away before its first list"
-                ),
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(kind, error = %e, "the cache's writer went away before its first list");
+                false
             }
         }
-        futures::join!(
-            listed("HermesTask", tasks, started),
-            listed("HermesProfile", self.profiles.clone(), started),
-            listed("Job", self.jobs.clone(), started),
-            listed("Pod", self.pods.clone(), started),
-            listed("ConfigMap", self.config_maps.clone(), started),
-            listed("NetworkPolicy", self.network_policies.clone(), started),
-            listed("PersistentVolumeClaim", self.claims.clone(), started),
-        );
+    }
+    let all = listed("HermesProfile", &caches.profiles, started).await
+        && listed("Job", &caches.jobs, started).await
+        && listed("Pod", &caches.pods, started).await
+        && listed("ConfigMap", &caches.config_maps, started).await
+        && listed("NetworkPolicy", &caches.network_policies, started).await
+        && listed("PersistentVolumeClaim", &caches.claims, started).await;
+    if all {
+        let _ = ready.send(true);
     }
 }
 
@@ -542,5 +551,72 @@ mod tests {
             job_state(&ended_job("Complete", "CompletionsReached"), None),
             JobState::Lost { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod readiness {
+    use super::*;
+    use kube::runtime::{reflector, watcher};
+
+    /// Many reconciles wait for the caches at once after a start; every one
+    /// goes on as soon as the last cache has listed, not when the bound's
+    /// timer fires (a store's own `wait_until_ready` would wake only the
+    /// last of them: in paused time the others would reach 60 s).
+    #[tokio::test(start_paused = true)]
+    async fn every_concurrent_waiter_goes_on_once_the_caches_have_listed() {
+        let (profiles, mut w_profiles) = reflector::store();
+        let (jobs, mut w_jobs) = reflector::store();
+        let (pods, mut w_pods) = reflector::store();
+        let (config_maps, mut w_cms) = reflector::store();
+        let (claims, mut w_claims) = reflector::store();
+        let (network_policies, mut w_nps) = reflector::store();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let caches = Caches {
+            profiles,
+            jobs,
+            jobs_by_task: LabelIndex::new("hermes.dev/task"),
+            pods,
+            pods_by_task: LabelIndex::new("hermes.dev/task"),
+            config_maps,
+            claims,
+            network_policies,
+            ready,
+        };
+        let start = tokio::time::Instant::now();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let c = caches.clone();
+                tokio::spawn(async move { c.wait_ready().await.map(|()| start.elapsed()) })
+            })
+            .collect();
+        tokio::spawn(announce_ready(
+            caches.clone(),
+            ready_tx,
+            std::time::Instant::now(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        w_profiles.apply_watcher_event(&watcher::Event::InitDone);
+        w_jobs.apply_watcher_event(&watcher::Event::InitDone);
+        w_pods.apply_watcher_event(&watcher::Event::InitDone);
+        w_cms.apply_watcher_event(&watcher::Event::InitDone);
+        w_claims.apply_watcher_event(&watcher::Event::InitDone);
+        w_nps.apply_watcher_event(&watcher::Event::InitDone);
+        for w in waiters {
+            let waited = w.await.unwrap().unwrap();
+            assert!(waited < Duration::from_secs(1), "a waiter slept {waited:?}");
+        }
+        // Before the lists, a waiter waits; it times out only at the bound.
+        let (_sender, unready) = tokio::sync::watch::channel(false);
+        let stuck = Caches {
+            ready: unready,
+            ..caches
+        };
+        let t = tokio::time::Instant::now();
+        assert!(matches!(
+            stuck.wait_ready().await,
+            Err(Error::CachesNotReady)
+        ));
+        assert!(t.elapsed() >= Duration::from_secs(60));
     }
 }
