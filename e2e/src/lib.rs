@@ -35,7 +35,6 @@ use kube::{Client, Config};
 pub mod chart;
 pub mod plugin;
 pub mod tier_b;
-pub mod tls_front;
 
 /// The field manager the tests apply with.
 pub const TEST_FIELD_MANAGER: &str = "e2e.hermes.dev";

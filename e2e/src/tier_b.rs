@@ -125,7 +125,7 @@ pub struct Services {
     pub registry: SocketAddr,
     /// The git remote as `https://` [`GIT_HOST`], at [`REGISTRY_IP`]: what
     /// the git phases reach through the gateway's proxy.
-    pub git_tls: crate::tls_front::TlsFront,
+    pub git_tls: hermes_git_server::tls::TlsFront,
     _dir: PathBuf,
 }
 
@@ -350,7 +350,7 @@ impl Services {
             .local_addr()
             .map_err(|e| format!("registry address: {e}"))?;
         std::thread::spawn(move || serve_decoy(registry_listener));
-        let git_tls = crate::tls_front::TlsFront::start(
+        let git_tls = hermes_git_server::tls::TlsFront::start(
             SocketAddr::new(
                 REGISTRY_IP
                     .parse()

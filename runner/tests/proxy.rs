@@ -23,7 +23,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use common::*;
@@ -108,7 +108,8 @@ struct Gw {
     directory: Arc<MemoryDirectory>,
     proxy: SocketAddr,
     admin: SocketAddr,
-    rt: tokio::runtime::Runtime,
+    /// The runtime the gateway runs on (dropped with the test).
+    _rt: tokio::runtime::Runtime,
 }
 
 impl Gw {
@@ -144,7 +145,7 @@ impl Gw {
             directory,
             proxy,
             admin,
-            rt,
+            _rt: rt,
         }
     }
 
@@ -287,87 +288,12 @@ fn failure(r: &Run) -> (FailureReason, String) {
     }
 }
 
-/// A TLS front for the git server with a certificate for `GIT_HOST` (made
-/// with the openssl CLI, like the git CLI a fixture tool only); records the
-/// server names clients sent.
-struct TlsFront {
-    port: u16,
-    cert: PathBuf,
-    names: Arc<Mutex<Vec<String>>>,
-}
-
-impl TlsFront {
-    fn start(gw: &Gw, w: &World) -> Self {
-        use rustls::pki_types::pem::PemObject as _;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let backend = w.server.addr();
-        let (cert, key) = (w.path("tls-cert.pem"), w.path("tls-key.pem"));
-        let out = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-            .args(["-subj", &format!("/CN={GIT_HOST}")])
-            .args(["-addext", &format!("subjectAltName=DNS:{GIT_HOST}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = gw
-            .rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let names: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = names.clone();
-        gw.rt.spawn(async move {
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let name = tls.get_ref().1.server_name().unwrap_or("").to_owned();
-                    seen.lock().unwrap().push(name);
-                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                });
-            }
-        });
-        Self { port, cert, names }
-    }
-}
-
 /// A git server behind a TLS front, a gateway whose profile gets the host
 /// lists `hosts(front port)`, the task in `phase`.
 struct Fixture {
     w: World,
     gw: Gw,
-    tls: TlsFront,
+    tls: hermes_git_server::tls::TlsFront,
     /// `https://git.hermes.test:<front>/repo.git`.
     url: String,
     /// The front's `host:port` as the gateway's CONNECT names it.
@@ -382,10 +308,18 @@ impl Fixture {
         );
         let w = World::new();
         let gw = Gw::start(resolver, profile(json!({})), phase);
-        let tls = TlsFront::start(&gw, &w);
-        gw.directory.put_profile(profile(hosts(tls.port)));
-        let url = format!("https://{GIT_HOST}:{}/repo.git", tls.port);
-        let target = format!("{GIT_HOST}:{}", tls.port);
+        let dir = w.path("tls-front");
+        std::fs::create_dir_all(&dir).unwrap();
+        let tls = hermes_git_server::tls::TlsFront::start(
+            SocketAddr::from((LOOPBACK, 0)),
+            w.server.addr(),
+            GIT_HOST,
+            &dir,
+        )
+        .unwrap();
+        gw.directory.put_profile(profile(hosts(tls.port())));
+        let url = format!("https://{GIT_HOST}:{}/repo.git", tls.port());
+        let target = format!("{GIT_HOST}:{}", tls.port());
         Self {
             w,
             gw,
@@ -397,7 +331,7 @@ impl Fixture {
 
     /// The runner's extra environment: the front's certificate trusted.
     fn env(&self) -> Vec<(&str, &str)> {
-        vec![("SSL_CERT_FILE", self.tls.cert.to_str().unwrap())]
+        vec![("SSL_CERT_FILE", self.tls.cert_path.to_str().unwrap())]
     }
 
     /// A proxy directory with a credential for `phase`; the credential.
@@ -451,7 +385,7 @@ fn prepare_clones_through_the_proxy_by_host_name() {
             .iter()
             .any(|q| q.user.as_deref() == Some(READ_USER.0))
     );
-    assert_eq!(*f.tls.names.lock().unwrap(), vec![GIT_HOST.to_owned()]);
+    assert_eq!(f.tls.names(), vec![GIT_HOST.to_owned()]);
     // The remote is recorded by its plain URL; the proxy nowhere on the volume.
     let config = std::fs::read_to_string(f.w.repo_dir().join(".git/config")).unwrap();
     assert!(config.contains(&f.url), "{config}");
@@ -582,7 +516,7 @@ fn a_host_the_phase_does_not_list_is_refused_and_nothing_is_fetched_or_pushed() 
         "{:?}",
         f.w.server.requests()
     );
-    assert!(f.tls.names.lock().unwrap().is_empty());
+    assert!(f.tls.names().is_empty());
     assert!(
         std::fs::read_dir(repo.join(".git/refs/remotes"))
             .map(|d| d.count() == 0)
@@ -593,14 +527,14 @@ fn a_host_the_phase_does_not_list_is_refused_and_nothing_is_fetched_or_pushed() 
     // Not retried: libgit2's CONNECT and the runner's question, refused once each.
     assert_eq!(f.gw.connections("prepare", "refused", "not-listed"), 2);
 
-    let meta = format!("https://meta.hermes.test:{}/repo.git", f.tls.port);
+    let meta = format!("https://meta.hermes.test:{}/repo.git", f.tls.port());
     let r = prepare(&f, &meta, &dir, &f.w.path("meta/repo"));
     let (_, message) = failure(&r);
     assert_eq!(
         message,
         format!(
             "the gateway's egress proxy refused meta.hermes.test:{}: the host resolves to an address that is refused (HTTP 403)",
-            f.tls.port
+            f.tls.port()
         )
     );
     assert!(f.w.server.requests().is_empty());
@@ -628,7 +562,7 @@ fn a_host_the_phase_does_not_list_is_refused_and_nothing_is_fetched_or_pushed() 
         "nothing reached the remote"
     );
     assert_eq!(f.w.remote_ref("refs/heads/main"), main_before);
-    assert!(f.tls.names.lock().unwrap().is_empty());
+    assert!(f.tls.names().is_empty());
 }
 
 #[test]
@@ -661,7 +595,7 @@ fn a_wrong_or_missing_proxy_credential_fails_as_an_authentication_failure() {
         assert_no_credential(&r, &forged);
     }
     assert!(f.w.server.requests().is_empty());
-    assert!(f.tls.names.lock().unwrap().is_empty());
+    assert!(f.tls.names().is_empty());
 }
 
 #[test]
@@ -816,7 +750,7 @@ fn a_private_ca_is_trusted_through_ca_file_and_only_through_it() {
         &f,
         &dir,
         &f.w.repo_dir(),
-        &["--ca-file", f.tls.cert.to_str().unwrap()],
+        &["--ca-file", f.tls.cert_path.to_str().unwrap()],
     );
     let StepResult::Prepared(p) = &r.result else {
         panic!("{:?}\n{}", r.result, r.stderr)

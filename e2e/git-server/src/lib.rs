@@ -31,6 +31,7 @@
 
 mod fixture;
 mod server;
+pub mod tls;
 
 use std::path::PathBuf;
 

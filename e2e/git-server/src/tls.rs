@@ -1,11 +1,13 @@
 //! A TLS front for a plain-TCP server: what makes the fixture git remote an
 //! `https://` one, for the tests of the git phases through the gateway's
-//! proxy (libgit2 tunnels only https remotes). Its certificate, for one host
-//! name, is made with the openssl CLI (a fixture tool, like the git CLI) and
-//! signs itself: the profile's `git.caBundle` is what makes it trusted.
+//! proxy (libgit2 tunnels only https remotes): the runner's proxy tests on
+//! loopback and Tier B's. Its certificate, for one host name, is made with
+//! the openssl CLI (a fixture tool, like the git CLI) and signs itself: the
+//! client trusts it by `SSL_CERT_FILE`, `--ca-file` or the profile's
+//! `git.caBundle`. It records the server name (SNI) of every connection.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject as _;
@@ -17,6 +19,8 @@ pub struct TlsFront {
     pub addr: SocketAddr,
     /// Its certificate (PEM), the one CA that trusts it.
     pub cert_pem: String,
+    /// The same certificate's file.
+    pub cert_path: PathBuf,
     names: Arc<Mutex<Vec<String>>>,
 }
 
@@ -99,8 +103,14 @@ impl TlsFront {
         Ok(Self {
             addr,
             cert_pem,
+            cert_path: cert,
             names,
         })
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
     }
 
     /// The server names (SNI) of the TLS connections it accepted so far.
