@@ -553,14 +553,12 @@ impl TierB {
                 spec["egress"]["hosts"] = hosts.clone();
             }
             if profile.git_by_name {
-                let front = s.git_tls.addr.port();
-                let git = json!([{"name": GIT_HOST, "ports": [front]}]);
-                spec["egress"] = json!({"hosts": {"prepare": git, "publish": git}});
-                if let Some(hosts) = &profile.hosts {
-                    for (phase, list) in hosts.as_object().into_iter().flatten() {
-                        spec["egress"]["hosts"][phase] = list.clone();
-                    }
-                }
+                // No CIDR rule: the proxy is the only way to the front.
+                let git = json!([{"name": GIT_HOST, "ports": [s.git_tls.port()]}]);
+                let mut hosts = profile.hosts.clone().unwrap_or_else(|| json!({}));
+                hosts["prepare"] = git.clone();
+                hosts["publish"] = git;
+                spec["egress"] = json!({"hosts": hosts});
                 let ca: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
                     "metadata": {"name": "git-ca"},
                     "data": {"ca.crt": s.git_tls.cert_pem},
@@ -639,10 +637,7 @@ impl TierB {
     /// The in-cluster `https://` URL of the remote's repository `name`,
     /// through the TLS front by [`GIT_HOST`].
     pub fn https_url(&self, name: &str) -> String {
-        format!(
-            "https://{GIT_HOST}:{}/{name}",
-            self.services.git_tls.addr.port()
-        )
+        format!("https://{GIT_HOST}:{}/{name}", self.services.git_tls.port())
     }
 
     /// `git rev-parse <rev>` in the remote's bare repository `name`.

@@ -89,13 +89,12 @@ pub async fn announce_ready(
         K: kube::Resource + Clone + 'static,
         K::DynamicType: std::hash::Hash + Eq + Clone,
     {
-        let after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match store.wait_until_ready().await {
             Ok(()) => {
                 tracing::info!(
                     kind,
                     objects = store.state().len(),
-                    after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(after_ms),
+                    after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                     "first list in the cache"
                 );
                 true
