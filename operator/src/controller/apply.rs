@@ -184,6 +184,8 @@ pub async fn execute(
             let job = builders::job(&input, phase, attempt, &facts);
             info!(task = %name, job = job.metadata.name.as_deref().unwrap_or_default(), "starting phase");
             apply(&Api::<Job>::namespaced(client.clone(), &ns), &job).await?;
+            // Known at once, whatever fails after it (the status write).
+            recent.applied_job(task, phase, attempt);
         }
     }
 

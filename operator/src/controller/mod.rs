@@ -118,6 +118,14 @@ impl Recent {
             .push((phase, attempt, name, std::time::Instant::now()));
     }
 
+    /// Whether this operator applied the Job of (`phase`, `attempt`) a
+    /// moment ago (and the cache does not show it yet).
+    fn applied_lately(&self, task: &HermesTask, phase: RunPhase, attempt: u32) -> bool {
+        Self::lock(&self.jobs)
+            .get(&task.uid().unwrap_or_default())
+            .is_some_and(|l| l.iter().any(|(p, a, ..)| (*p, *a) == (phase, attempt)))
+    }
+
     /// Adds the Jobs applied a moment ago that the cache does not show yet,
     /// as running; forgets those it shows (or that are too old).
     fn fill_in(&self, task: &HermesTask, observed: &mut decide::Observed) {
@@ -346,9 +354,6 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
         .await
         {
             Ok(version) => {
-                if let Some((phase, attempt)) = plan.create_job {
-                    ctx.recent.applied_job(&task, phase, attempt);
-                }
                 if plan.status.phase.is_some_and(TaskPhase::is_terminal) {
                     ctx.recent.forget(&task);
                 } else {
@@ -356,7 +361,15 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
                 }
             }
             Err(e) => {
-                if granted {
+                // The place goes back only if the phase did not start: a Job
+                // applied before a later step failed (the status write, under
+                // a loaded API server) runs, and its task holds the place
+                // until the cache shows it running. Giving it back let a
+                // second task take it: one over maxRunning.
+                let started = plan.create_job.is_some_and(|(phase, attempt)| {
+                    ctx.recent.applied_lately(&task, phase, attempt)
+                });
+                if granted && !started {
                     ctx.ledger.release(&task);
                 }
                 return Err(e);
@@ -588,6 +601,27 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::Recent;
+
+    #[test]
+    fn a_job_applied_is_known_before_the_cache_shows_it() {
+        use hermes_crds::{HermesTask, RunPhase};
+        let mut task: HermesTask = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hermes.dev/v1alpha1", "kind": "HermesTask",
+            "metadata": {"name": "t", "namespace": "n", "uid": "u-1"},
+            "spec": {"repo": {"url": "https://git.example/r.git", "baseRef": "main"},
+                     "task": "x", "scope": ["**"], "profile": "p"},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let recent = Recent::default();
+        assert!(!recent.applied_lately(&task, RunPhase::Prepare, 1));
+        recent.applied_job(&task, RunPhase::Prepare, 1);
+        // What a failed status write after the Job leaves: the phase started.
+        assert!(recent.applied_lately(&task, RunPhase::Prepare, 1));
+        assert!(!recent.applied_lately(&task, RunPhase::Prepare, 2));
+        assert!(!recent.applied_lately(&task, RunPhase::Publish, 1));
+        task.metadata.uid = Some("u-2".into());
+        assert!(!recent.applied_lately(&task, RunPhase::Prepare, 1));
+    }
 
     #[test]
     fn a_shared_write_is_made_once_while_the_cache_may_not_show_it() {
