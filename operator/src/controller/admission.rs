@@ -494,17 +494,23 @@ impl Ledger {
     }
 
     /// Assesses `task` under the lock and, when granted, remembers the slot.
-    /// `peers` are the tasks of its namespace from the cache.
+    /// `peers` reads the tasks of its namespace from the cache, and is called
+    /// under the lock: a snapshot read before it could be older than one a
+    /// concurrent call already forgot a grant by (the cache showing that
+    /// task started), and would then count that task nowhere: one place too
+    /// many (CI's batch test saw 51 running under `maxRunning` 50).
     pub fn admit(
         &self,
         task: &HermesTask,
         request: Request,
         caps: &Concurrency,
-        peers: &[Arc<HermesTask>],
+        peers: impl FnOnce() -> Vec<Arc<HermesTask>>,
     ) -> Admission {
         let key = key_of(task);
         let uid = task.uid().unwrap_or_default();
         let mut state = self.lock();
+        let peers = peers();
+        let peers = peers.as_slice();
         state.caps.insert(key.clone(), caps.clone());
         let granted = state.granted(&key, peers);
         let uids: HashSet<String> = granted.keys().cloned().collect();
@@ -526,14 +532,17 @@ impl Ledger {
     /// The waiting tasks of a profile that would be granted a place if they
     /// asked now, in queue order: the ones to wake. Without known caps (no
     /// task of the profile assessed yet), the head of the queue only.
+    /// `peers` is read under the lock, as for [`Ledger::admit`].
     pub fn heads(
         &self,
         namespace: &str,
         profile: &str,
-        peers: &[Arc<HermesTask>],
+        peers: impl FnOnce() -> Vec<Arc<HermesTask>>,
     ) -> Vec<Arc<HermesTask>> {
         let key = (namespace.to_owned(), profile.to_owned());
         let mut state = self.lock();
+        let peers = peers();
+        let peers = peers.as_slice();
         let caps = state.caps.get(&key).cloned();
         let uids: HashSet<String> = state.granted(&key, peers).keys().cloned().collect();
         // One line for the whole profile: every waiting task that would be

@@ -283,14 +283,16 @@ async fn schedule(
         while let Ok(key) = dirty.try_recv() {
             profiles.insert(key);
         }
-        let state = store.state();
         for (ns, profile) in profiles {
-            let peers: Vec<Arc<HermesTask>> = state
-                .iter()
-                .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
-                .cloned()
-                .collect();
-            for t in ledger.heads(&ns, &profile, &peers) {
+            // Read under the ledger's lock (see `Ledger::admit`).
+            let peers = || -> Vec<Arc<HermesTask>> {
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
+                    .collect()
+            };
+            for t in ledger.heads(&ns, &profile, peers) {
                 if wake.unbounded_send(ObjectRef::from(t.as_ref())).is_err() {
                     return;
                 }
@@ -330,10 +332,10 @@ pub async fn reconcile(task: Arc<HermesTask>, ctx: Arc<Context>) -> Result<Actio
         ctx.recent.fill_in(&task, &mut observed);
         let request = admission::request(&task, !observed.jobs.is_empty());
         if let (Some(request), Some(profile)) = (request, observed.profile.as_ref()) {
-            let peers = ctx.peers(&task.namespace().unwrap_or_default());
+            let ns = task.namespace().unwrap_or_default();
             observed.admission = ctx
                 .ledger
-                .admit(&task, request, &profile.concurrency, &peers);
+                .admit(&task, request, &profile.concurrency, || ctx.peers(&ns));
         }
         let plan = decide::decide(&task, &observed, &now());
         let granted = request.is_some() && observed.admission == admission::Admission::Granted;

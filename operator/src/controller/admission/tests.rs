@@ -134,11 +134,11 @@ fn the_ledger_never_gives_one_place_twice() {
         &a,
         Request::Start,
         &caps(1, 20),
-        &all
+        || all.clone()
     )));
     // The cache has not seen `a` start: b must still wait.
     assert_eq!(
-        reason(&ledger.admit(&b, Request::Start, &caps(1, 20), &all)),
+        reason(&ledger.admit(&b, Request::Start, &caps(1, 20), || all.clone())),
         reasons::MAX_RUNNING
     );
     // `a` gives its place back (it did not start after all): b gets it.
@@ -148,21 +148,21 @@ fn the_ledger_never_gives_one_place_twice() {
         &b,
         Request::Start,
         &caps(1, 20),
-        &without_a
+        || without_a.clone()
     )));
     // Once the cache shows b running, the grant is forgotten and counted once.
     let b_running = task("b", 1, Some("Preparing"), json!({}));
     let c = task("c", 2, None, json!({}));
     let now = peers(&[b_running, c.clone()]);
     assert_eq!(
-        reason(&ledger.admit(&c, Request::Start, &caps(1, 20), &now)),
+        reason(&ledger.admit(&c, Request::Start, &caps(1, 20), || now.clone())),
         reasons::MAX_RUNNING
     );
     assert!(granted(&ledger.admit(
         &c,
         Request::Start,
         &caps(2, 20),
-        &now
+        || now.clone()
     )));
 }
 
@@ -535,7 +535,7 @@ fn the_scheduler_wakes_exactly_the_tasks_a_place_is_free_for() {
     let all = peers(&[r, q1, q2, q3, dep, other]);
     let names = |v: Vec<Arc<HermesTask>>| v.iter().map(|t| t.name_any()).collect::<Vec<_>>();
     // Caps not known yet: the head only.
-    assert_eq!(names(ledger.heads("ns", "default", &all)), ["q2"]);
+    assert_eq!(names(ledger.heads("ns", "default", || all.clone())), ["q2"]);
     // Known (from an assessment): two places, one taken by r, one free for q2.
     let q3 = all
         .iter()
@@ -543,10 +543,10 @@ fn the_scheduler_wakes_exactly_the_tasks_a_place_is_free_for() {
         .expect("q3")
         .clone();
     assert_eq!(
-        reason(&ledger.admit(&q3, Request::Start, &caps(2, 20), &all)),
+        reason(&ledger.admit(&q3, Request::Start, &caps(2, 20), || all.clone())),
         reasons::MAX_RUNNING
     );
-    assert_eq!(names(ledger.heads("ns", "default", &all)), ["q2"]);
+    assert_eq!(names(ledger.heads("ns", "default", || all.clone())), ["q2"]);
     // A grant the cache does not show yet is neither woken again nor given away twice.
     let q2 = all
         .iter()
@@ -557,15 +557,15 @@ fn the_scheduler_wakes_exactly_the_tasks_a_place_is_free_for() {
         &q2,
         Request::Start,
         &caps(2, 20),
-        &all
+        || all.clone()
     )));
-    assert!(ledger.heads("ns", "default", &all).is_empty());
+    assert!(ledger.heads("ns", "default", || all.clone()).is_empty());
     // One more place (caps raised): q1 is next, q3 still waits.
     assert_eq!(
-        reason(&ledger.admit(&q3, Request::Start, &caps(3, 20), &all)),
+        reason(&ledger.admit(&q3, Request::Start, &caps(3, 20), || all.clone())),
         reasons::MAX_RUNNING
     );
-    assert_eq!(names(ledger.heads("ns", "default", &all)), ["q1"]);
+    assert_eq!(names(ledger.heads("ns", "default", || all.clone())), ["q1"]);
     // Dependents of a task that ended, not yet ended themselves.
     assert_eq!(names(dependents("ns", "r", &all)), ["dep"]);
     assert!(dependents("ns", "q1", &all).is_empty());
@@ -633,9 +633,9 @@ fn the_scheduler_wakes_exactly_those_each_assessment_grants() {
         // The caps become known to the ledger through one assessment (of a
         // task that is not among them: its grant is forgotten at once).
         let primer = task("primer", 0, None, json!({}));
-        let _ = ledger.admit(&primer, Request::Start, &limits, &[]);
+        let _ = ledger.admit(&primer, Request::Start, &limits, Vec::new);
         let woken: Vec<String> = ledger
-            .heads("ns", "default", &all)
+            .heads("ns", "default", || all.clone())
             .iter()
             .map(|t| t.name_any())
             .collect();
@@ -657,4 +657,26 @@ fn the_scheduler_wakes_exactly_those_each_assessment_grants() {
         let expected: Vec<String> = expected.iter().map(|t| t.name_any()).collect();
         assert_eq!(woken, expected, "round {round}: {limits:?}");
     }
+}
+
+/// The cache is read under the ledger's lock, never before it: a snapshot
+/// read before could be older than one a concurrent call forgot a grant by
+/// (that task shown started), and would count that task nowhere.
+#[test]
+fn the_peers_are_read_under_the_ledgers_lock() {
+    let ledger = Ledger::default();
+    let a = task("a", 0, Some("Queued"), json!({}));
+    let all = peers(std::slice::from_ref(&a));
+    let mut locked = false;
+    let _ = ledger.admit(&a, Request::Start, &caps(1, 20), || {
+        locked = ledger.inner.try_lock().is_err();
+        all.clone()
+    });
+    assert!(locked, "admit read the cache outside its lock");
+    let mut locked = false;
+    let _ = ledger.heads("ns", "default", || {
+        locked = ledger.inner.try_lock().is_err();
+        all.clone()
+    });
+    assert!(locked, "heads read the cache outside its lock");
 }
