@@ -30,8 +30,10 @@ CLUSTER_DNS_IP=10.96.0.10
 # interface in 198.18.0.0/15 (benchmarking), which is neither private, nor
 # the cluster's, nor the node's own address, so the gateway's proxy may
 # connect there while it refuses the node. The tests' stand-in package
-# registry listens there.
-OUTSIDE_IPS=(198.18.0.10)
+# registry listens there. Beside them, a link-local address (as a cloud's
+# metadata service or a node-local DNS cache has), which no profile's CIDR
+# rule may reach unless it names it.
+OUTSIDE_IPS=(198.18.0.10 169.254.77.77)
 
 node_health_url() {
   case "$1" in
@@ -192,8 +194,7 @@ node_up() {
   # enforcer's chains) and be forwarded.
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
   write_node_configs
-  local ip
-  for ip in "${OUTSIDE_IPS[@]}"; do ip addr replace "$ip/32" dev lo; done
+  node_addresses
 
   # containerd finds the gVisor shim on its PATH.
   start containerd env PATH="$(gvisor_bin_dir):$PATH" containerd --config "$STATE/containerd.toml"
@@ -408,6 +409,12 @@ node_start_provisioner() {
 }
 
 # The cluster DNS (coredns/coredns.yaml): CoreDNS behind the kube-dns Service.
+# The stand-in addresses on the node's loopback (again on a node reused).
+node_addresses() {
+  local ip
+  for ip in "${OUTSIDE_IPS[@]}"; do ip addr replace "$ip/32" dev lo; done
+}
+
 node_dns() {
   local rendered hash
   rendered=$(sed -e "s|@IMAGE@|$(coredns_image_ref)|" -e "s|@CLUSTER_DNS_IP@|$CLUSTER_DNS_IP|" \

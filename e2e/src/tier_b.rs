@@ -126,6 +126,9 @@ pub struct Services {
     /// The git remote as `https://` [`GIT_HOST`], at [`REGISTRY_IP`]: what
     /// the git phases reach through the gateway's proxy.
     pub git_tls: hermes_git_server::tls::TlsFront,
+    /// A listener at [`LINK_LOCAL_IP`] (answers `200 decoy`): a node agent
+    /// on a link-local address, as clouds and node-local DNS caches have.
+    pub link_local: SocketAddr,
     _dir: PathBuf,
 }
 
@@ -138,6 +141,10 @@ pub const GIT_HOST: &str = "git.hermes.test";
 /// to it. The cluster DNS names it `registry.hermes.test` (and
 /// `unlisted.hermes.test`, a name no profile lists).
 pub const REGISTRY_IP: &str = "198.18.0.10";
+
+/// A link-local address Tier B's node puts on its loopback interface (as
+/// [`REGISTRY_IP`]): what a wide CIDR rule must not reach.
+pub const LINK_LOCAL_IP: &str = "169.254.77.77";
 
 /// The scripted model server's name in the cluster DNS (the node's address):
 /// what the gateway's profiles name as their upstream.
@@ -313,6 +320,37 @@ turns:
     )
 }
 
+/// The probe an implementer under a profile rule open to every address
+/// (`0.0.0.0/0`, [`ProfileOptions::wide_egress`]) runs with its Bash tool:
+/// an outside address answers; the node, the API server (by its Service
+/// and on the node) and a link-local listener do not.
+pub fn wide_probe_script(ip: IpAddr, decoy: u16, outside: u16, link_local: u16) -> String {
+    format!(
+        r#"probe() {{
+  code=$(curl --noproxy '*' -k -sS -m 4 -o /dev/null -w '%{{http_code}}' "$2" 2>/dev/null); rc=$?
+  if [ $rc = 0 ]; then echo "probe $1 reachable $code"; else echo "probe $1 unreachable $rc"; fi
+}}
+probe outside http://{REGISTRY_IP}:{outside}/
+probe node http://{ip}:{decoy}/
+probe api-service https://{API_SERVICE}/version
+probe api-node https://{ip}:{API_NODE_PORT}/version
+probe link-local http://{LINK_LOCAL_IP}:{link_local}/
+"#
+    )
+}
+
+fn wide_probe_scenario(ip: IpAddr, decoy: u16, outside: u16, link_local: u16) -> String {
+    bash_then_edit_scenario(
+        "implementer under a rule open to every address probes what it must not reach",
+        &wide_probe_script(ip, decoy, outside, link_local),
+        "Probe the cluster's addresses",
+        "{input_tokens: 800, output_tokens: 60}",
+    )
+}
+
+/// The name of the scenario [`wide_probe_scenario`] registers.
+pub const WIDE_PROBE_SCENARIO: &str = "implementer-wide-probe-tier-b";
+
 /// The name of the scenario [`probe_scenario`] registers.
 pub const PROBE_SCENARIO: &str = "implementer-probe-tier-b";
 /// An implementer that reports the kernel it runs on (`kernel <uname -r>`),
@@ -350,6 +388,13 @@ impl Services {
             .local_addr()
             .map_err(|e| format!("registry address: {e}"))?;
         std::thread::spawn(move || serve_decoy(registry_listener));
+        let link_local_listener = TcpListener::bind((LINK_LOCAL_IP, 0)).map_err(|e| {
+            format!("binding the link-local listener at {LINK_LOCAL_IP} (Tier B's node adds it to lo: is the cluster up?): {e}")
+        })?;
+        let link_local = link_local_listener
+            .local_addr()
+            .map_err(|e| format!("link-local address: {e}"))?;
+        std::thread::spawn(move || serve_decoy(link_local_listener));
         let git_tls = hermes_git_server::tls::TlsFront::start(
             SocketAddr::new(
                 REGISTRY_IP
@@ -372,6 +417,10 @@ impl Services {
             ),
             (KERNEL_SCENARIO.to_owned(), kernel_scenario()),
             (
+                WIDE_PROBE_SCENARIO.to_owned(),
+                wide_probe_scenario(node_ip, decoy.port(), registry.port(), link_local.port()),
+            ),
+            (
                 GATEWAY_RESTART_SCENARIO.to_owned(),
                 gateway_restart_scenario(),
             ),
@@ -388,6 +437,7 @@ impl Services {
             decoy,
             registry,
             git_tls,
+            link_local,
             _dir: dir,
         })
     }
@@ -534,6 +584,21 @@ impl TierB {
         if let Some(rc) = &profile.runtime_class {
             spec["runtimeClassName"] = json!(rc);
         }
+        if profile.wide_egress {
+            let ports: Vec<serde_json::Value> = [
+                443,
+                API_NODE_PORT,
+                s.decoy.port(),
+                s.registry.port(),
+                s.link_local.port(),
+            ]
+            .iter()
+            .map(|p| json!({"port": p}))
+            .collect();
+            if let Some(rules) = spec["egress"]["implement"].as_array_mut() {
+                rules.push(json!({"cidr": "0.0.0.0/0", "ports": ports}));
+            }
+        }
         if let Some(budget) = &profile.budget {
             spec["budget"] = budget.clone();
         }
@@ -677,6 +742,10 @@ pub struct ProfileOptions {
     /// `https://` [`GIT_HOST`] through the proxy alone (their hosts list it,
     /// no CIDR rule), trusting the front by the profile's `git.caBundle`.
     pub git_by_name: bool,
+    /// Implement may also reach every address (`0.0.0.0/0`) on the ports
+    /// of every listener the tests run (and 443): what the operator's
+    /// excepts must keep from the node, the API server and link-local.
+    pub wide_egress: bool,
 }
 
 impl ProfileOptions {
@@ -690,6 +759,7 @@ impl ProfileOptions {
             budget: None,
             hosts: None,
             git_by_name: false,
+            wide_egress: false,
         }
     }
 

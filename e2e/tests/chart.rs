@@ -348,13 +348,20 @@ fn cluster_wide_by_default_with_one_cluster_role() {
             })
             .unwrap_or_default()
     };
-    assert_eq!(names("ClusterRole"), ["-/hermes-operator"]);
-    assert_eq!(names("ClusterRoleBinding"), ["-/hermes-operator"]);
-    assert_eq!(names("Role"), ["hermes-system/hermes-operator-leader"]);
     assert_eq!(
-        names("RoleBinding"),
-        ["hermes-system/hermes-operator-leader"]
+        names("ClusterRole"),
+        ["-/hermes-operator", "-/hermes-operator-nodes"]
     );
+    assert_eq!(
+        names("ClusterRoleBinding"),
+        ["-/hermes-operator", "-/hermes-operator-nodes"]
+    );
+    let roles = [
+        "default/hermes-operator-api-addresses",
+        "hermes-system/hermes-operator-leader",
+    ];
+    assert_eq!(names("Role"), roles);
+    assert_eq!(names("RoleBinding"), roles);
     assert_eq!(names("ServiceAccount"), ["hermes-system/hermes-operator"]);
     assert_eq!(names("Service"), ["hermes-system/hermes-operator-metrics"]);
     assert_eq!(names("Deployment"), ["hermes-system/hermes-operator"]);
@@ -379,12 +386,89 @@ fn cluster_wide_by_default_with_one_cluster_role() {
     );
 }
 
+/// The addresses no CIDR rule reaches: the API server's, read by name in
+/// `default`, and the nodes', read cluster-wide unless turned off (then
+/// nothing cluster-wide is left in namespace-limited mode); the extra
+/// ranges reach the operator as its environment.
+#[test]
+fn the_cluster_address_readers_grant_reads_by_name_and_nodes_only_when_asked() {
+    let docs = render(&[]);
+    let by = chart::by_kind(&docs);
+    let role = |kind: &str, name: &str| -> Value {
+        by[kind]
+            .iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .map(|d| d["rules"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        role("Role", "hermes-operator-api-addresses"),
+        json!([
+            {"apiGroups": [""], "resources": ["services"], "resourceNames": ["kubernetes"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+             "resourceNames": ["kubernetes"], "verbs": ["get", "list", "watch"]},
+        ])
+    );
+    assert_eq!(
+        role("ClusterRole", "hermes-operator-nodes"),
+        json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}])
+    );
+    let env_of = |docs: &[Value]| -> Vec<Value> {
+        chart::by_kind(docs)["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                e["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("HERMES_EXCEPT"))
+            })
+            .collect()
+    };
+    assert_eq!(env_of(&docs), Vec::<Value>::new());
+    let docs = render(&[
+        "--set".into(),
+        "watchNamespaces={team-a}".into(),
+        "--set".into(),
+        "networkPolicy.exceptNodeAddresses=false".into(),
+        "--set".into(),
+        "networkPolicy.exceptCidrs={10.0.0.0/16,fd00:10::/64}".into(),
+    ]);
+    let by = chart::by_kind(&docs);
+    assert!(
+        !by.contains_key("ClusterRole") && !by.contains_key("ClusterRoleBinding"),
+        "{:?}",
+        kinds(&docs)
+    );
+    assert_eq!(
+        env_of(&docs),
+        [
+            json!({"name": "HERMES_EXCEPT_CIDRS", "value": "10.0.0.0/16,fd00:10::/64"}),
+            json!({"name": "HERMES_EXCEPT_NODE_ADDRESSES", "value": "false"}),
+        ]
+    );
+    let bad = template_error(&["--set", "networkPolicy.exceptCidrs={node-subnet}"]);
+    assert!(bad.contains("exceptCidrs"), "{bad}");
+}
+
 #[test]
 fn watch_namespaces_renders_roles_only() {
     let docs = render(&["--set".into(), "watchNamespaces={team-a,team-b}".into()]);
     let by = chart::by_kind(&docs);
-    assert!(
-        !by.contains_key("ClusterRole") && !by.contains_key("ClusterRoleBinding"),
+    // Cluster-wide, nothing but the node reader (the nodes' addresses).
+    let cluster_wide: Vec<&Value> = ["ClusterRole", "ClusterRoleBinding"]
+        .iter()
+        .flat_map(|k| by.get(*k).into_iter().flatten())
+        .map(|d| &d["metadata"]["name"])
+        .collect();
+    assert_eq!(
+        cluster_wide,
+        [
+            &json!("hermes-operator-nodes"),
+            &json!("hermes-operator-nodes")
+        ],
         "namespace-limited mode rendered cluster-wide RBAC: {:?}",
         kinds(&docs)
     );
@@ -407,6 +491,7 @@ fn watch_namespaces_renders_roles_only() {
             .collect()
     };
     let want: BTreeSet<(String, String)> = [
+        ("default", "hermes-operator-api-addresses"),
         ("hermes-system", "hermes-operator-leader"),
         ("team-a", "hermes-operator"),
         ("team-b", "hermes-operator"),
@@ -422,6 +507,8 @@ fn watch_namespaces_renders_roles_only() {
     for role in &by["Role"] {
         if role["metadata"]["name"] == "hermes-operator" {
             assert_eq!(role["rules"], cluster_rules);
+        } else if role["metadata"]["name"] == "hermes-operator-api-addresses" {
+            assert_eq!(role["metadata"]["namespace"], "default");
         } else {
             assert_eq!(role["rules"][0]["resources"], json!(["leases"]));
             assert_eq!(role["rules"].as_array().map(Vec::len), Some(1));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hermes_e2e::tier_b::{
     Fixture, GATEWAY_PROBE_SCENARIO, GATEWAY_RESTART_SCENARIO, KERNEL_SCENARIO, PROBE_SCENARIO,
-    ProfileOptions, TierB, probe_results,
+    ProfileOptions, TierB, WIDE_PROBE_SCENARIO, probe_results,
 };
 use serde_json::{Value, json};
 
@@ -303,6 +303,48 @@ async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials
     assert_eq!(seen["sa-token"], "absent", "{seen:#?}");
     assert_eq!(seen["rootfs"], "read-only", "{seen:#?}");
     assert_eq!(seen["git-credentials"], "files [] env 0", "{seen:#?}");
+    assert_eq!(s["phase"], "Succeeded", "{s:#}");
+}
+
+/// A CIDR rule open to every address (`0.0.0.0/0`, on the ports of every
+/// listener here and 443) reaches an outside address, but neither the node,
+/// nor the API server (by its Service address or on the node), nor a
+/// link-local listener: the operator excepts them from the rule.
+#[tokio::test]
+async fn a_rule_open_to_every_address_reaches_neither_the_node_nor_the_api_server_nor_link_local() {
+    let mut options = scenarios(WIDE_PROBE_SCENARIO, "reviewer-approve");
+    options.wide_egress = true;
+    let Some(r) = Run::start(
+        "wide.git",
+        options,
+        json!({"mode": "auto"}),
+        json!({"mode": "none"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    let seen = probe_results(&r.b.services.model_records(), WIDE_PROBE_SCENARIO);
+    assert!(
+        !seen.is_empty(),
+        "the probe did not run: {s:#}\n{}",
+        r.f.pod_logs()
+    );
+    // The rule is in force: an address outside the cluster answers.
+    assert!(
+        seen["probe outside"].starts_with("reachable"),
+        "{seen:#?}\n{}",
+        r.f.ns_kubectl(&["get", "networkpolicies", "-o", "yaml"])
+    );
+    for label in ["node", "api-service", "api-node", "link-local"] {
+        let got = &seen[&format!("probe {label}")];
+        assert!(
+            got.starts_with("unreachable"),
+            "{label}: {got} (all: {seen:#?})"
+        );
+    }
     assert_eq!(s["phase"], "Succeeded", "{s:#}");
 }
 

@@ -95,6 +95,7 @@ fn raw_job(i: usize, ns: &str, phase: RunPhase) -> Job {
         profile: &profile,
         effective: &e,
         gateway: None,
+        cluster: &[],
     };
     let facts = PhaseFacts {
         base_commit: (phase != RunPhase::Prepare).then(|| kubelet::BASE.to_owned()),

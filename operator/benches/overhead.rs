@@ -112,6 +112,7 @@ async fn create_directly(client: &kube::Client, ns: &str, t: &HermesTask, profil
         profile: &profile.spec,
         effective: &e,
         gateway: None,
+        cluster: &[],
     };
     let pp = PatchParams::apply("bench.hermes.dev").force();
     let cm = builders::task_configmap(&input, "# Bench\nDo nothing.");

@@ -22,6 +22,7 @@
 //! never writes a task's spec, labels or annotations.
 
 pub mod builders;
+pub mod cluster_addresses;
 pub mod controller;
 pub mod gateway;
 pub mod leader;
@@ -60,7 +61,7 @@ pub enum Error {
     /// The watch caches did not fill in time (the API server is unreachable
     /// or refuses the operator's watches).
     #[error(
-        "the watch caches of Jobs, pods, ConfigMaps, claims and profiles did not fill within 60s"
+        "the watch caches of Jobs, pods, ConfigMaps, claims, profiles and the cluster's addresses (nodes, the API server's Service and EndpointSlice) did not fill within 60s"
     )]
     CachesNotReady,
 }

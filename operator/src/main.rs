@@ -18,7 +18,13 @@
 //!   `HERMES_GATEWAY_NAMESPACE`, default `POD_NAMESPACE`) and
 //!   `HERMES_GATEWAY_KEY_FILE` the key that mints each phase's gateway
 //!   credential; unset, profiles that route their model through the gateway
-//!   (`spec.model`) fail their tasks with `GatewayNotConfigured`.
+//!   (`spec.model`) fail their tasks with `GatewayNotConfigured`;
+//! - `HERMES_EXCEPT_CIDRS`, a comma-separated list of CIDRs (a node subnet,
+//!   other infrastructure) that no profile's CIDR rule reaches unless it
+//!   names them, on top of the API server's and the nodes' addresses;
+//! - `HERMES_EXCEPT_NODE_ADDRESSES=false` stops watching Nodes for their
+//!   addresses (for RBAC without a ClusterRole: list the node subnet in
+//!   `HERMES_EXCEPT_CIDRS` instead).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +163,24 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    let except = hermes_operator::cluster_addresses::parse_cidrs(
+        &env("HERMES_EXCEPT_CIDRS").unwrap_or_default(),
+    )
+    .context("HERMES_EXCEPT_CIDRS")?;
+    let watch_nodes = env("HERMES_EXCEPT_NODE_ADDRESSES").is_none_or(|v| v != "false");
+    tracing::info!(
+        except = except.len(),
+        watch_nodes,
+        "the cluster's addresses: no CIDR rule reaches them unless it names them"
+    );
+    let cluster = hermes_operator::cluster_addresses::ClusterAddresses::start(
+        &client,
+        hermes_operator::cluster_addresses::Config {
+            nodes: watch_nodes,
+            extra: except,
+        },
+    );
+
     let metrics = Arc::new(Metrics::default());
     let addr = env("HERMES_METRICS_ADDR").unwrap_or_else(|| "0.0.0.0:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -258,6 +282,7 @@ async fn main() -> anyhow::Result<()> {
             Some(identity.clone()),
             metrics.clone(),
             gateway.clone(),
+            cluster.clone(),
             shutdown,
         )
     });

@@ -127,6 +127,7 @@ fn every_runner_command_line_in_every_phase_parses() {
                 profile: &p.spec,
                 effective: &e,
                 gateway: gateway.then_some(&gw),
+                cluster: &[],
             };
             let facts = PhaseFacts {
                 base_commit: Some("89abcdef0123456789abcdef0123456789abcdef".into()),

@@ -32,7 +32,8 @@ mod storage;
 pub use gateway::{credential_secret, credential_secret_name};
 pub use jobs::{PhaseFacts, job, job_name};
 pub use network::{
-    DENY_POLICY, METADATA_ADDRESSES, deny_policy, egress_label, egress_policy, network_policies,
+    DENY_POLICY, GUARDED_RANGES, METADATA_ADDRESSES, deny_policy, egress_label, egress_policy,
+    excepts, network_policies,
 };
 pub use storage::{repo_pvc, repo_pvc_name, task_configmap, task_configmap_name, task_file_sha256};
 
@@ -98,6 +99,10 @@ pub struct BuildInput<'a> {
     pub effective: &'a Effective,
     /// Where pods reach the Hermes gateway, when the operator has one.
     pub gateway: Option<&'a crate::gateway::Endpoint>,
+    /// The cluster's own addresses (API server, nodes, the platform team's
+    /// list: [`crate::cluster_addresses`]), excepted from every CIDR rule
+    /// wider than them.
+    pub cluster: &'a [ipnet::IpNet],
 }
 
 impl BuildInput<'_> {

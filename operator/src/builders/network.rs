@@ -1,7 +1,9 @@
 //! NetworkPolicies: a default deny for every task pod of the namespace, and
 //! one allow list per distinct egress a phase gets. DNS goes only to the
 //! cluster resolver; cloud metadata addresses are excluded from every rule,
-//! whatever the profile says.
+//! whatever the profile says, and a wide rule (`0.0.0.0/0`) reaches neither
+//! link-local addresses, nor the API server, nor a node, unless the rule
+//! names them itself ([`excepts`]).
 //!
 //! The allow lists are shared, not per task: a policy is named by a hash of
 //! its profile and its rules (`hermes-egress-<hash>`), it selects the pods
@@ -30,25 +32,74 @@ use sha2::{Digest, Sha256};
 
 use super::{BuildInput, LABEL_EGRESS, LABEL_TASK};
 
-/// Cloud metadata addresses no pod may reach.
-pub const METADATA_ADDRESSES: [&str; 2] = ["169.254.169.254/32", "fd00:ec2::254/128"];
+/// Cloud metadata and credential-agent addresses no pod may reach, whatever
+/// a profile says: a rule naming one is dropped, and every wider rule
+/// excepts them. AWS, GCP, Azure, OCI and DigitalOcean (169.254.169.254),
+/// ECS task and EKS Pod Identity credentials (169.254.170.2, .23), their
+/// IPv6 forms (fd00:ec2::254, ::23), GCP's IPv6 metadata (fd20:ce::254),
+/// Alibaba Cloud (100.100.100.200) and OCI's legacy address (192.0.0.192).
+pub const METADATA_ADDRESSES: [&str; 8] = [
+    "169.254.169.254/32",
+    "169.254.170.2/32",
+    "169.254.170.23/32",
+    "100.100.100.200/32",
+    "192.0.0.192/32",
+    "fd00:ec2::254/128",
+    "fd00:ec2::23/128",
+    "fd20:ce::254/128",
+];
 
-/// One ipBlock rule, with the metadata addresses it contains excepted. A rule
-/// that is nothing but a metadata address is dropped.
-fn ip_rule(rule: &EgressRule) -> Option<NetworkPolicyEgressRule> {
-    let net: IpNet = rule.cidr.0.parse().ok()?;
-    let mut except: Vec<String> = rule.except.iter().map(|c| c.0.clone()).collect();
-    for m in METADATA_ADDRESSES {
-        let Ok(meta) = m.parse::<IpNet>() else {
-            continue;
-        };
-        if net == meta || meta.contains(&net) {
-            return None;
-        }
-        if net.contains(&meta) && !except.iter().any(|e| e == m) {
-            except.push(m.to_owned());
+/// Ranges every rule wider than them excepts, unless the rule names them
+/// (lies inside one): link-local in both families (metadata services, node
+/// agents such as a node-local DNS cache), AWS's whole IPv6 service range,
+/// and Azure's host address (168.63.129.16: DNS, health and the VM agent's
+/// channel). The cluster's own addresses (API server, nodes, the platform
+/// team's list) are excepted the same way ([`BuildInput::cluster`]).
+pub const GUARDED_RANGES: [&str; 4] = [
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::/32",
+    "168.63.129.16/32",
+];
+
+fn nets(list: &[&str]) -> Vec<IpNet> {
+    list.iter().filter_map(|c| c.parse().ok()).collect()
+}
+
+/// What `net` excepts: `user`'s list, then every guarded range and cluster
+/// address strictly inside `net` (one `net` itself lies in is named by the
+/// rule, and stays), then every metadata address strictly inside it. An
+/// entry already covered by an earlier one is not repeated. `None`: the
+/// rule is nothing but a metadata address, and goes.
+pub fn excepts(net: IpNet, user: &[IpNet], cluster: &[IpNet]) -> Option<Vec<IpNet>> {
+    let metadata = nets(&METADATA_ADDRESSES);
+    if metadata.iter().any(|m| m.contains(&net)) {
+        return None;
+    }
+    let mut out: Vec<IpNet> = user.to_vec();
+    let guarded = nets(&GUARDED_RANGES);
+    for candidate in guarded.iter().chain(cluster).chain(&metadata) {
+        let inside = net != *candidate && net.contains(candidate);
+        if inside && !out.iter().any(|e| e.contains(candidate)) {
+            out.push(*candidate);
         }
     }
+    Some(out)
+}
+
+/// One ipBlock rule, with what it must not reach excepted ([`excepts`]). A
+/// rule that is nothing but a metadata address is dropped.
+fn ip_rule(rule: &EgressRule, cluster: &[IpNet]) -> Option<NetworkPolicyEgressRule> {
+    let net: IpNet = rule.cidr.0.parse().ok()?;
+    let user: Vec<IpNet> = rule
+        .except
+        .iter()
+        .filter_map(|c| c.0.parse().ok())
+        .collect();
+    let except: Vec<String> = excepts(net, &user, cluster)?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let ports = rule
         .ports
         .iter()
@@ -182,20 +233,34 @@ fn gateway_rule(gateway: &crate::gateway::Endpoint, phase: RunPhase) -> NetworkP
 
 /// The rules `phase` may use: DNS to the cluster resolver (or, for a phase
 /// that uses the gateway, the gateway and no DNS: it resolves names for
-/// the pod), then the effective allow list.
-fn egress_rules(input: &BuildInput<'_>, phase: RunPhase) -> Vec<NetworkPolicyEgressRule> {
+/// the pod), then the effective allow list, each CIDR rule excepting
+/// `cluster` ([`excepts`]).
+fn egress_rules(
+    input: &BuildInput<'_>,
+    phase: RunPhase,
+    cluster: &[IpNet],
+) -> Vec<NetworkPolicyEgressRule> {
     let mut egress = match input.gateway.filter(|_| input.uses_gateway(phase)) {
         Some(gateway) => vec![gateway_rule(gateway, phase)],
         None => vec![dns_rule(input)],
     };
-    egress.extend(input.effective.egress(phase).iter().filter_map(ip_rule));
+    egress.extend(
+        input
+            .effective
+            .egress(phase)
+            .iter()
+            .filter_map(|r| ip_rule(r, cluster)),
+    );
     egress
 }
 
 /// The hash naming `phase`'s allow list: of the profile's name and the
-/// rules, so two profiles never share (nor fight over) one policy.
+/// rules, so two profiles never share (nor fight over) one policy. The
+/// cluster's addresses are left out of it: a node that joins changes the
+/// policy's excepts, not its name, so the pods already running keep the
+/// label that selects it and the next phase start updates it in place.
 pub fn egress_label(input: &BuildInput<'_>, phase: RunPhase) -> String {
-    let rules = serde_json::to_string(&egress_rules(input, phase)).unwrap_or_default();
+    let rules = serde_json::to_string(&egress_rules(input, phase, &[])).unwrap_or_default();
     let mut h = Sha256::new();
     h.update(input.task.spec.profile.0.as_bytes());
     h.update([0]);
@@ -219,7 +284,7 @@ pub fn egress_policy(input: &BuildInput<'_>, phase: RunPhase) -> NetworkPolicy {
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: None,
-            egress: Some(egress_rules(input, phase)),
+            egress: Some(egress_rules(input, phase, input.cluster)),
         }),
     }
 }

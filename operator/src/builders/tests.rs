@@ -58,6 +58,7 @@ fn build(t: &HermesTask, p: &HermesProfileSpec, phase: RunPhase, attempt: u32) -
         profile: p,
         effective: &e,
         gateway: None,
+        cluster: &[],
     };
     let facts = PhaseFacts {
         base_commit: Some("89abcdef0123456789abcdef0123456789abcdef".into()),
@@ -102,6 +103,7 @@ fn network_policies_snapshot() {
         profile: &p,
         effective: &e,
         gateway: None,
+        cluster: &[],
     }));
 }
 
@@ -114,6 +116,7 @@ fn storage_snapshot() {
         profile: &p,
         effective: &e,
         gateway: None,
+        cluster: &[],
     };
     insta::assert_yaml_snapshot!((
         repo_pvc(&input),
@@ -341,33 +344,158 @@ fn job_names_are_deterministic_and_bounded() {
     assert!(label.len() <= 63);
 }
 
+fn net(s: &str) -> ipnet::IpNet {
+    s.parse().expect("cidr")
+}
+
+fn excepted(cidr: &str, user: &[&str], cluster: &[&str]) -> Option<Vec<String>> {
+    let user: Vec<_> = user.iter().map(|c| net(c)).collect();
+    let cluster: Vec<_> = cluster.iter().map(|c| net(c)).collect();
+    excepts(net(cidr), &user, &cluster).map(|v| v.iter().map(ToString::to_string).collect())
+}
+
+const CLUSTER: [&str; 4] = [
+    "10.0.0.5/32",
+    "10.96.0.1/32",
+    "192.168.7.7/32",
+    "2001:db8::5/128",
+];
+
 #[test]
-fn metadata_addresses_are_always_excepted() {
+fn a_wide_rule_excepts_link_local_metadata_and_the_clusters_addresses() {
+    // IPv4: link-local (the metadata address inside it is not repeated),
+    // Azure's host, the API server and the node, the other metadata
+    // addresses; the IPv6 node address belongs to the other family.
+    assert_eq!(
+        excepted("0.0.0.0/0", &[], &CLUSTER).expect("kept"),
+        [
+            "169.254.0.0/16",
+            "168.63.129.16/32",
+            "10.0.0.5/32",
+            "10.96.0.1/32",
+            "192.168.7.7/32",
+            "100.100.100.200/32",
+            "192.0.0.192/32",
+        ]
+    );
+    assert_eq!(
+        excepted("::/0", &[], &CLUSTER).expect("kept"),
+        [
+            "fe80::/10",
+            "fd00:ec2::/32",
+            "2001:db8::5/128",
+            "fd20:ce::254/128"
+        ]
+    );
+    // A narrower rule excepts only what lies inside it; the profile's own
+    // excepts come first, and what they cover is not repeated.
+    assert_eq!(
+        excepted("10.0.0.0/8", &["10.96.0.0/12"], &CLUSTER).expect("kept"),
+        ["10.96.0.0/12", "10.0.0.5/32"]
+    );
+    assert_eq!(
+        excepted("203.0.113.0/24", &[], &CLUSTER).expect("kept"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_rule_naming_a_guarded_address_reaches_it_but_never_a_metadata_address() {
+    // The node itself, or a node-local DNS cache on link-local: named by
+    // the rule, so reachable.
+    assert_eq!(excepted("10.0.0.5/32", &[], &CLUSTER), Some(vec![]));
+    assert_eq!(excepted("169.254.20.10/32", &[], &CLUSTER), Some(vec![]));
+    // The whole link-local range named: still not its metadata addresses.
+    assert_eq!(
+        excepted("169.254.0.0/16", &[], &CLUSTER).expect("kept"),
+        [
+            "169.254.169.254/32",
+            "169.254.170.2/32",
+            "169.254.170.23/32"
+        ]
+    );
+    // A rule that is nothing but a metadata address goes.
+    for m in METADATA_ADDRESSES {
+        assert_eq!(excepted(m, &[], &CLUSTER), None, "{m}");
+    }
+}
+
+#[test]
+fn every_except_lies_strictly_inside_its_rule_and_covers_every_guarded_address() {
+    // What the API server requires of an ipBlock (every except inside the
+    // cidr), and what the rule promises (no guarded address left reachable
+    // unless the rule lies inside it), over rules of every width.
+    let rules = [
+        "0.0.0.0/0",
+        "0.0.0.0/1",
+        "128.0.0.0/1",
+        "10.0.0.0/8",
+        "10.0.0.0/24",
+        "168.63.0.0/16",
+        "169.254.0.0/16",
+        "169.254.169.0/24",
+        "100.64.0.0/10",
+        "192.0.0.0/24",
+        "::/0",
+        "fd00::/8",
+        "fd00:ec2::/32",
+        "fe80::/64",
+        "2001:db8::/32",
+    ];
+    let guarded: Vec<ipnet::IpNet> = GUARDED_RANGES
+        .iter()
+        .chain(CLUSTER.iter())
+        .map(|c| net(c))
+        .collect();
+    let metadata: Vec<ipnet::IpNet> = METADATA_ADDRESSES.iter().map(|c| net(c)).collect();
+    let cluster: Vec<_> = CLUSTER.iter().map(|c| net(c)).collect();
+    for rule in rules {
+        let rule = net(rule);
+        let Some(except) = excepts(rule, &[], &cluster) else {
+            continue;
+        };
+        for e in &except {
+            assert!(rule != *e && rule.contains(e), "{e} is not inside {rule}");
+        }
+        let covered = |g: &ipnet::IpNet| except.iter().any(|e| e.contains(g));
+        for g in &guarded {
+            if rule.contains(g) && !g.contains(&rule) {
+                assert!(covered(g), "{rule} leaves {g} reachable: {except:?}");
+            }
+        }
+        for m in &metadata {
+            if rule.contains(m) {
+                assert!(covered(m), "{rule} leaves {m} reachable: {except:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_clusters_addresses_change_a_policy_in_place_never_its_name() {
     let (t, p) = (task(json!({})), profile());
     let e = effective(&t.spec, &p).expect("fits");
-    let policies = network_policies(&BuildInput {
+    let cluster = [net("10.0.0.5/32")];
+    let input = |cluster| BuildInput {
         task: &t,
         profile: &p,
         effective: &e,
         gateway: None,
-    });
-    let hash = egress_label(
-        &BuildInput {
-            task: &t,
-            profile: &p,
-            effective: &e,
-            gateway: None,
-        },
-        RunPhase::Implement,
+        cluster,
+    };
+    let before = egress_policy(&input(&[]), RunPhase::Implement);
+    let after = egress_policy(&input(&cluster), RunPhase::Implement);
+    assert_eq!(before.metadata.name, after.metadata.name);
+    assert_eq!(
+        egress_label(&input(&[]), RunPhase::Implement),
+        egress_label(&input(&cluster), RunPhase::Implement)
     );
-    let implement = policies
-        .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(format!("hermes-egress-{hash}").as_str()))
-        .expect("implement policy");
-    let text = serde_json::to_string(implement).expect("json");
+    let text = serde_json::to_string(&after).expect("json");
+    assert!(text.contains("\"10.0.0.5/32\""), "{text}");
     assert!(
-        text.contains("\"except\":[\"169.254.169.254/32\"]"),
-        "{text}"
+        !serde_json::to_string(&before)
+            .expect("json")
+            .contains("10.0.0.5")
     );
     // A profile that names the metadata address itself gets no rule for it.
     let mut p2 = p.clone();
@@ -381,6 +509,7 @@ fn metadata_addresses_are_always_excepted() {
         profile: &p2,
         effective: &e2,
         gateway: None,
+        cluster: &cluster,
     });
     let text = serde_json::to_string(&policies).expect("json");
     assert!(!text.contains("\"cidr\":\"169.254.169.254/32\""), "{text}");
@@ -395,6 +524,7 @@ fn default_deny_covers_ingress_and_egress_of_every_task_pod() {
         profile: &p,
         effective: &e,
         gateway: None,
+        cluster: &[],
     });
     let deny = &policies[0];
     assert_eq!(deny.metadata.name.as_deref(), Some(DENY_POLICY));
@@ -436,6 +566,7 @@ fn each_phase_pod_is_selected_by_the_allow_list_of_exactly_its_rules() {
         profile: &p,
         effective: &e,
         gateway: None,
+        cluster: &[],
     };
     let policies = network_policies(&input);
     for phase in RunPhase::ALL {
@@ -488,6 +619,7 @@ fn allow_lists_are_shared_by_equal_egress_and_never_across_profiles() {
                 profile: &p,
                 effective: &e,
                 gateway: None,
+                cluster: &[],
             },
             RunPhase::Implement,
         )
@@ -585,6 +717,7 @@ fn build_with_gateway_profile(
         profile: &p,
         effective: &e,
         gateway: Some(&g),
+        cluster: &[],
     };
     let facts = PhaseFacts::default();
     (

@@ -92,11 +92,14 @@ pub async fn execute(
     let name = task.name_any();
 
     if let (Some(effective), Some(profile)) = (plan.effective.as_ref(), plan.profile.as_ref()) {
+        // Never a policy without them: the caches' readiness waits for them.
+        let cluster = caches.cluster.addresses().ok_or(Error::CachesNotReady)?;
         let input = BuildInput {
             task,
             profile,
             effective,
             gateway: plan.gateway.as_ref(),
+            cluster: &cluster,
         };
         if plan.ensure_children {
             // Level-triggered, but without a write where the cache already

@@ -435,6 +435,7 @@ pub async fn run(
     instance: Option<String>,
     metrics: Arc<Metrics>,
     gateway: Option<Arc<crate::gateway::Gateway>>,
+    cluster: Arc<crate::cluster_addresses::ClusterAddresses>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = namespace.as_deref();
@@ -545,6 +546,7 @@ pub async fn run(
         config_maps,
         claims,
         network_policies,
+        cluster,
         ready,
     };
     let first_lists = tokio::spawn(observe::announce_ready(

@@ -49,6 +49,8 @@ pub struct Caches {
     pub claims: Store<PersistentVolumeClaim>,
     /// The NetworkPolicies the operator made.
     pub network_policies: Store<k8s_openapi::api::networking::v1::NetworkPolicy>,
+    /// The cluster's own addresses, shared by every namespace's controller.
+    pub cluster: Arc<crate::cluster_addresses::ClusterAddresses>,
     /// True once every store above has listed ([`announce_ready`]).
     pub ready: Readiness,
 }
@@ -111,7 +113,14 @@ pub async fn announce_ready(
         && listed("ConfigMap", &caches.config_maps, started).await
         && listed("NetworkPolicy", &caches.network_policies, started).await
         && listed("PersistentVolumeClaim", &caches.claims, started).await;
+    let mut cluster = caches.cluster.ready();
+    let all = all && cluster.wait_for(|r| *r).await.is_ok();
     if all {
+        tracing::info!(
+            addresses = caches.cluster.addresses().map_or(0, |a| a.len()),
+            after_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "the cluster's addresses are known"
+        );
         let _ = ready.send(true);
     }
 }
@@ -580,6 +589,7 @@ mod readiness {
             config_maps,
             claims,
             network_policies,
+            cluster: crate::cluster_addresses::ClusterAddresses::fixed(Vec::new()),
             ready,
         };
         let start = tokio::time::Instant::now();
