@@ -605,13 +605,23 @@ pub struct ReviewPolicy {
     /// What a change outside the task's scope is: `reject` (default) or `warn`.
     #[serde(default)]
     pub out_of_scope: OutOfScope,
-    /// Globs of paths no task may change, whatever its scope (CI configuration,
-    /// agent settings, code owners). Default: `.github/**`, `.gitlab-ci.yml`,
-    /// `.claude/**`, `.mcp.json`, `**/CLAUDE.md`, `CODEOWNERS`, `**/CODEOWNERS`.
-    #[serde(default = "default_protected_paths")]
+    /// Globs of paths no task may change, whatever its scope, added to the
+    /// built-in ones (CI configuration, code owners, git hooks managers, dev
+    /// containers: see `removeBuiltInProtectedPaths`). Agent settings
+    /// (`**/.claude/**`, `**/.mcp.json`, `**/CLAUDE.md`, `**/AGENTS.md` and
+    /// the other CLIs' equivalents) and git's own paths are refused by the
+    /// review's checks whatever this says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub protected_paths: Vec<ScopeGlob>,
+    /// Built-in protected paths this profile lets tasks change, each named
+    /// exactly (for a repository whose CI a task is meant to edit, say).
+    /// Nothing else removes one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub remove_built_in_protected_paths: Vec<BuiltInProtectedPath>,
     /// Largest file the change may add or grow to, in bytes; default 1 MiB.
     #[serde(default = "default_max_file_bytes")]
     #[schemars(range(min = 1, max = 1_073_741_824))]
@@ -622,25 +632,88 @@ impl Default for ReviewPolicy {
     fn default() -> Self {
         Self {
             out_of_scope: OutOfScope::default(),
-            protected_paths: default_protected_paths(),
+            protected_paths: Vec::new(),
+            remove_built_in_protected_paths: Vec::new(),
             max_file_bytes: default_max_file_bytes(),
         }
     }
 }
 
-fn default_protected_paths() -> Vec<ScopeGlob> {
-    [
-        ".github/**",
-        ".gitlab-ci.yml",
-        ".claude/**",
-        ".mcp.json",
-        "**/CLAUDE.md",
-        "CODEOWNERS",
-        "**/CODEOWNERS",
-    ]
-    .into_iter()
-    .map(ScopeGlob::from)
-    .collect()
+impl ReviewPolicy {
+    /// The globs the review checks: the built-in ones this profile did not
+    /// remove, then the profile's own, each once.
+    pub fn effective_protected_paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = BuiltInProtectedPath::ALL
+            .iter()
+            .filter(|b| !self.remove_built_in_protected_paths.contains(b))
+            .map(|b| b.glob().to_owned())
+            .collect();
+        for g in &self.protected_paths {
+            if !out.contains(&g.0) {
+                out.push(g.0.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The built-in protected paths, each a variant whose serialized name is
+/// its glob: one list for the schema's enum, the docs and the review.
+macro_rules! built_in_protected_paths {
+    ($($(#[doc = $doc:literal])* $variant:ident = $glob:literal,)*) => {
+        /// A built-in protected path, by its glob.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        pub enum BuiltInProtectedPath {
+            $($(#[doc = $doc])* #[serde(rename = $glob)] $variant,)*
+        }
+
+        impl BuiltInProtectedPath {
+            /// Every built-in protected path, in order.
+            pub const ALL: &[Self] = &[$(Self::$variant,)*];
+
+            /// The glob.
+            pub fn glob(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $glob,)*
+                }
+            }
+        }
+    };
+}
+
+built_in_protected_paths! {
+    /// GitHub: workflows, actions, Dependabot, code owners, Copilot's instructions.
+    GitHub = ".github/**",
+    /// GitLab CI.
+    GitLabCi = ".gitlab-ci.yml",
+    /// GitLab's templates and CI includes.
+    GitLab = ".gitlab/**",
+    /// CircleCI.
+    CircleCi = ".circleci/**",
+    /// Buildkite.
+    Buildkite = ".buildkite/**",
+    /// Travis CI.
+    Travis = ".travis.yml",
+    /// Drone.
+    Drone = ".drone.yml",
+    /// Azure Pipelines.
+    AzurePipelines = "azure-pipelines.yml",
+    /// Bitbucket Pipelines.
+    BitbucketPipelines = "bitbucket-pipelines.yml",
+    /// Jenkins, at any depth.
+    Jenkinsfile = "**/Jenkinsfile",
+    /// Code owners, at any depth (root, `docs/`, `.github/`).
+    CodeOwners = "**/CODEOWNERS",
+    /// pre-commit's hooks (run on developers' machines).
+    PreCommit = ".pre-commit-config.yaml",
+    /// Husky's git hooks.
+    Husky = ".husky/**",
+    /// Dev container definitions (commands run when one is built).
+    DevContainer = ".devcontainer/**",
+    /// A dev container definition at the root.
+    DevContainerJson = ".devcontainer.json",
+    /// Git attributes at any depth (filter and diff drivers, export rules).
+    GitAttributes = "**/.gitattributes",
 }
 
 fn default_max_file_bytes() -> i64 {

@@ -162,12 +162,10 @@ async fn valid_task_and_profile_are_accepted_with_defaults_filled_in() {
         spec["egress"]["implement"][0]["ports"][0]["protocol"],
         "TCP"
     );
-    assert!(
-        spec["policy"]["protectedPaths"]
-            .as_array()
-            .is_some_and(|p| p.iter().any(|g| g == ".github/**")),
-        "{spec}"
-    );
+    // The built-in protected paths are the operator's, not a default the
+    // profile could replace: nothing is stored for them.
+    assert!(spec["policy"].get("protectedPaths").is_none(), "{spec}");
+    assert_eq!(spec["policy"]["outOfScope"], "reject", "{spec}");
 
     // The typed Rust view reads back what the server stored.
     let typed: Api<hermes_crds::HermesTask> = Api::namespaced(cluster.client.clone(), &ns.name);
@@ -592,6 +590,13 @@ fn profile_cases() -> Vec<Case> {
             json!({"protectedPaths": ["/etc/**"]}),
             "spec.policy.protectedPaths[0]",
             "no leading '/'",
+        ),
+        case(
+            "a built-in protected path removed that is not built in",
+            "/spec/policy",
+            json!({"removeBuiltInProtectedPaths": ["src/**"]}),
+            "spec.policy.removeBuiltInProtectedPaths[0]",
+            "Unsupported value",
         ),
         case(
             "unknown pull policy",

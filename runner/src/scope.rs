@@ -49,4 +49,14 @@ mod tests {
         assert!(g.matches("docs/a/b.md"));
         assert!(!g.matches("Cargo.toml"));
     }
+
+    /// A leading `**/` matches at the root too: one built-in glob covers
+    /// `CODEOWNERS` and `docs/CODEOWNERS`.
+    #[test]
+    fn a_leading_double_star_matches_at_the_root() {
+        let g = Globs::new("--protected", &["**/CODEOWNERS".to_owned()]).unwrap();
+        assert!(g.matches("CODEOWNERS"));
+        assert!(g.matches("docs/CODEOWNERS"));
+        assert!(!g.matches("CODEOWNERS.md"));
+    }
 }

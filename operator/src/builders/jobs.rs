@@ -475,8 +475,8 @@ fn review(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
         input.task.work_branch().0,
     ];
     scopes(input, &mut args);
-    for g in &policy.protected_paths {
-        args.extend(["--protected".into(), g.0.clone()]);
+    for g in policy.effective_protected_paths() {
+        args.extend(["--protected".into(), g]);
     }
     args.extend([
         "--out-of-scope".into(),

@@ -1001,3 +1001,44 @@ fn a_ca_bundle_reaches_the_runner_of_prepare_and_publish_only() {
         assert!(!args.contains("--ca-file"), "{args}");
     }
 }
+
+/// The review's context step gets the built-in protected paths, then the
+/// profile's own; only a removal that names one drops it.
+#[test]
+fn the_review_checks_the_built_in_protected_paths_plus_the_profiles() {
+    let protected_of = |p: &HermesProfileSpec| -> Vec<String> {
+        let spec = pod(&build(&task(json!({})), p, RunPhase::Review, 1));
+        let args: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .filter_map(|c| c.args.clone())
+            .find(|a| a.first().is_some_and(|s| s == "context"))
+            .expect("a context step");
+        args.windows(2)
+            .filter(|w| w[0] == "--protected")
+            .map(|w| w[1].clone())
+            .collect()
+    };
+    let built_in: Vec<String> = hermes_crds::profile::BuiltInProtectedPath::ALL
+        .iter()
+        .map(|b| b.glob().to_owned())
+        .collect();
+    assert!(built_in.iter().any(|g| g == ".github/**"));
+    let mut p = profile();
+    assert_eq!(protected_of(&p), built_in);
+    // Added to, never replaced (a glob already built in is not repeated).
+    p.policy.protected_paths = vec!["deploy/**".into(), ".github/**".into()];
+    let mut want = built_in.clone();
+    want.push("deploy/**".into());
+    assert_eq!(protected_of(&p), want);
+    // A named removal drops exactly that one (unless the profile lists it
+    // itself).
+    p.policy.protected_paths = vec!["deploy/**".into()];
+    p.policy.remove_built_in_protected_paths =
+        vec![hermes_crds::profile::BuiltInProtectedPath::GitHub];
+    let got = protected_of(&p);
+    assert!(!got.iter().any(|g| g == ".github/**"), "{got:?}");
+    assert_eq!(got.len(), want.len() - 1, "{got:?}");
+}

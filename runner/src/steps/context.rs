@@ -348,6 +348,57 @@ fn status_name(d: Delta) -> &'static str {
     }
 }
 
+/// Directories of agent CLIs' settings (hooks, permissions, commands, MCP
+/// servers), at any depth: Claude Code, Codex, Gemini CLI, Cursor,
+/// Windsurf, Continue, Amazon Q, Cline, Roo Code.
+pub const AGENT_SETTINGS_DIRS: [&str; 10] = [
+    ".claude",
+    ".codex",
+    ".gemini",
+    ".cursor",
+    ".windsurf",
+    ".continue",
+    ".amazonq",
+    ".clinerules",
+    ".roo",
+    ".kiro",
+];
+
+/// Files of agent CLIs' settings and standing instructions, at any depth
+/// (an instruction file steers the next agent, and the reviewer, as much
+/// as a hook does).
+pub const AGENT_SETTINGS_FILES: [&str; 12] = [
+    ".mcp.json",
+    "CLAUDE.md",
+    "CLAUDE.local.md",
+    "AGENTS.md",
+    "AGENT.md",
+    "GEMINI.md",
+    ".cursorrules",
+    ".windsurfrules",
+    ".clinerules",
+    ".roomodes",
+    ".aider.conf.yml",
+    ".aiderignore",
+];
+
+/// Whether a path is (or lies in) agent settings: a directory component of
+/// [`AGENT_SETTINGS_DIRS`] anywhere, or a last component of
+/// [`AGENT_SETTINGS_FILES`], in any case.
+pub fn is_agent_settings(comps: &[&str]) -> bool {
+    let (last, dirs) = match comps.split_last() {
+        Some(split) => split,
+        None => return false,
+    };
+    dirs.iter().any(|c| {
+        AGENT_SETTINGS_DIRS
+            .iter()
+            .any(|d| c.eq_ignore_ascii_case(d))
+    }) || AGENT_SETTINGS_FILES
+        .iter()
+        .any(|f| last.eq_ignore_ascii_case(f))
+}
+
 /// Checks a path's components: git's own names (`.git` in any case or NTFS
 /// short form), `.gitmodules`, agent settings, control characters.
 fn path_findings(path: &str, findings: &mut Vec<Finding>) {
@@ -392,11 +443,7 @@ fn path_findings(path: &str, findings: &mut Vec<Finding>) {
             ".gitmodules changed (submodules are refused)",
         ));
     }
-    if comps
-        .first()
-        .is_some_and(|c| c.eq_ignore_ascii_case(".claude"))
-        || path.eq_ignore_ascii_case(".mcp.json")
-    {
+    if is_agent_settings(&comps) {
         findings.push(finding(
             Severity::Reject,
             "agentSettings",
@@ -484,4 +531,51 @@ fn task_at_base(repo: &Repository, base: Oid, path: &str) -> Result<String> {
     }
     String::from_utf8(blob.content().to_vec())
         .map_err(|_| Error::arg("--task-path", "the task file is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_agent_settings;
+
+    fn settings(path: &str) -> bool {
+        is_agent_settings(&path.split('/').collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn agent_settings_are_found_at_any_depth_in_any_case() {
+        for path in [
+            ".claude/settings.json",
+            "packages/web/.claude/settings.local.json",
+            "a/b/.CLAUDE/commands/x.md",
+            ".mcp.json",
+            "tools/.mcp.json",
+            "CLAUDE.md",
+            "src/CLAUDE.md",
+            "src/claude.local.md",
+            "docs/AGENTS.md",
+            "GEMINI.md",
+            "x/.gemini/settings.json",
+            ".codex/config.toml",
+            ".cursor/rules/a.mdc",
+            "svc/.cursorrules",
+            ".windsurfrules",
+            ".continue/config.json",
+            ".aider.conf.yml",
+            ".clinerules",
+            ".clinerules/rules.md",
+        ] {
+            assert!(settings(path), "{path}");
+        }
+        for path in [
+            "src/claude.rs",
+            "docs/claude/intro.md",
+            "src/.claude",
+            "mcp.json",
+            "AGENTS.md.bak",
+            "src/gemini.md.txt",
+            "",
+        ] {
+            assert!(!settings(path), "{path}");
+        }
+    }
 }
