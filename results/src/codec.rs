@@ -65,8 +65,105 @@ pub fn decode(message: &str) -> Result<StepResult, Error> {
     }
     let envelope: Envelope =
         serde_json::from_value(loose).map_err(|e| Error::Malformed(e.to_string()))?;
-    check(&envelope.result)?;
-    Ok(envelope.result)
+    let mut result = envelope.result;
+    check(&result)?;
+    sanitize(&mut result);
+    Ok(result)
+}
+
+/// The CLI's version as CLIs write it (`2.1.197 (Claude Code)`, `0.42.0`).
+fn is_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b" .+_()-".contains(&b))
+}
+
+/// A decimal amount, at most 20 characters, one point at most.
+fn is_amount(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= 20
+        && c.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && c.bytes().filter(|b| *b == b'.').count() <= 1
+}
+
+/// An agent's report with a version or cost not of its strict form (or
+/// carrying a credential) is ignored: both dropped, and why recorded.
+fn strict_agent(a: &mut crate::AgentReport) {
+    let why = if a.cost_usd.as_deref().is_some_and(|c| !is_amount(c)) {
+        Some("its cost is not a decimal amount")
+    } else if a
+        .version
+        .as_deref()
+        .is_some_and(|v| !is_version(v) || !crate::secrets::find(v).is_empty())
+    {
+        Some("its version is not a version")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        a.version = None;
+        a.cost_usd = None;
+        a.ignored = Some(why);
+    }
+}
+
+fn redact_findings(list: &mut [Finding]) {
+    for f in list {
+        crate::secrets::redact_in_place(&mut f.code);
+        crate::secrets::redact_in_place(&mut f.message);
+        if let Some(p) = &mut f.path {
+            crate::secrets::redact_in_place(p);
+        }
+    }
+}
+
+fn redact_all(list: &mut [String]) {
+    for s in list {
+        crate::secrets::redact_in_place(s);
+    }
+}
+
+/// What a pod reports comes from bytes the agent (file names, its CLI's
+/// output), the reviewer model or the remote chose: every free-form text is
+/// redacted of credentials ([`crate::secrets`]) before anyone reads it, and
+/// agents' reports are held to their strict form ([`strict_agent`]).
+fn sanitize(result: &mut StepResult) {
+    use crate::secrets::redact_in_place;
+    match result {
+        StepResult::Prepared(p) => {
+            redact_in_place(&mut p.branch);
+        }
+        StepResult::Collected(c) => {
+            redact_all(&mut c.out_of_scope);
+            if let Some(a) = &mut c.agent {
+                strict_agent(a);
+            }
+        }
+        StepResult::Context(c) => {
+            redact_all(&mut c.out_of_scope);
+            redact_findings(&mut c.findings);
+        }
+        StepResult::Verdict(v) => {
+            redact_in_place(&mut v.summary);
+            redact_findings(&mut v.findings);
+            if let Some(n) = &mut v.task_file_notes {
+                redact_in_place(n);
+            }
+            if let Some(a) = &mut v.reviewer {
+                strict_agent(a);
+            }
+        }
+        StepResult::Published(p) => {
+            if let Some(e) = &mut p.push_error {
+                redact_in_place(e);
+            }
+        }
+        StepResult::Failed(f) => {
+            redact_in_place(&mut f.message);
+        }
+    }
 }
 
 fn invalid(field: &'static str, problem: &'static str) -> Error {
@@ -118,14 +215,10 @@ fn findings(list: &[Finding]) -> Result<(), Error> {
 }
 
 fn agent(a: &crate::AgentReport) -> Result<(), Error> {
+    // Form is judged in `strict_agent` (an odd report is ignored, not a
+    // failed step); here only what could not be read at all.
     if let Some(c) = &a.cost_usd {
-        let ok = !c.is_empty()
-            && c.len() <= 20
-            && c.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            && c.bytes().filter(|b| *b == b'.').count() <= 1;
-        if !ok {
-            return Err(invalid("agent.costUsd", "not a decimal amount"));
-        }
+        text("agent.costUsd", c, 128)?;
     }
     if let Some(v) = &a.version {
         text("agent.version", v, 128)?;

@@ -160,6 +160,11 @@ pub struct AgentReport {
     /// The CLI's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Set by [`decode`] when the report's free-form fields (version, cost)
+    /// are not of their strict form: why. They are then dropped, and the
+    /// operator records nothing of the report (never carried on the wire).
+    #[serde(skip)]
+    pub ignored: Option<&'static str>,
 }
 
 /// The result of `collect` (implement pod). Advisory: the operator records it
@@ -354,4 +359,5 @@ pub struct Failure {
 }
 
 mod codec;
+pub mod secrets;
 pub use codec::{decode, encode, encode_fitting};

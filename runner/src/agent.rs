@@ -97,6 +97,7 @@ pub fn report_from(v: &Value, exit_code: i32) -> AgentReport {
             .and_then(Value::as_str)
             .filter(|s| s.len() <= 128 && !s.chars().any(char::is_control))
             .map(str::to_owned),
+        ignored: None,
     }
 }
 

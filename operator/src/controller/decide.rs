@@ -772,14 +772,22 @@ impl Decider<'_> {
                     );
                     return false;
                 };
-                let reported = UsageFigures {
+                if let Some(why) = agent.ignored {
+                    // Never copied: the figures may be as false as the form.
+                    self.event(
+                        true,
+                        "AgentReportIgnored",
+                        format!("the agent's own report of its run was ignored: {why}"),
+                    );
+                }
+                let reported = (agent.ignored.is_none()).then(|| UsageFigures {
                     turns: clamp(agent.turns),
                     input_tokens: clamp(agent.input_tokens),
                     output_tokens: clamp(agent.output_tokens),
                     cache_read_tokens: clamp(agent.cache_read_tokens),
                     cache_creation_tokens: clamp(agent.cache_creation_tokens),
                     cost_usd: agent.cost_usd.clone(),
-                };
+                });
                 let gateway_counts = self.plan.gateway.is_some();
                 let usage = self.plan.status.usage.get_or_insert_with(Usage::default);
                 if gateway_counts {
@@ -787,8 +795,8 @@ impl Decider<'_> {
                     // through): the agent's word is kept, never used.
                     usage.source = Some(UsageSource::Gateway);
                     usage.cost_usd.get_or_insert_with(|| "0".to_owned());
-                    usage.reported = Some(reported);
-                } else {
+                    usage.reported = reported;
+                } else if let Some(reported) = reported {
                     *usage = Usage {
                         turns: reported.turns,
                         input_tokens: reported.input_tokens,

@@ -155,6 +155,7 @@ pub fn collected() -> StepResult {
             cache_creation_tokens: 0,
             cost_usd: Some("0.0123".into()),
             version: Some("2.1.197".into()),
+            ignored: None,
         }),
         truncated: false,
     })

