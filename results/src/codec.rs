@@ -31,6 +31,9 @@ pub fn encode(result: &StepResult) -> Result<String, Error> {
 /// that comes from outside (a reviewer's summary, a path) cannot make the
 /// message unreadable.
 pub fn encode_fitting(mut result: StepResult) -> Result<String, Error> {
+    // Redacted here too: the termination message is also in the pod's
+    // status, which whoever reads pods sees.
+    redact_texts(&mut result);
     clamp_texts(&mut result);
     loop {
         match encode(&result) {
@@ -67,7 +70,8 @@ pub fn decode(message: &str) -> Result<StepResult, Error> {
         serde_json::from_value(loose).map_err(|e| Error::Malformed(e.to_string()))?;
     let mut result = envelope.result;
     check(&result)?;
-    sanitize(&mut result);
+    redact_texts(&mut result);
+    strict_agents(&mut result);
     Ok(result)
 }
 
@@ -125,11 +129,28 @@ fn redact_all(list: &mut [String]) {
     }
 }
 
+/// Agents' reports held to their strict form ([`strict_agent`]), on decode.
+fn strict_agents(result: &mut StepResult) {
+    match result {
+        StepResult::Collected(c) => {
+            if let Some(a) = &mut c.agent {
+                strict_agent(a);
+            }
+        }
+        StepResult::Verdict(v) => {
+            if let Some(a) = &mut v.reviewer {
+                strict_agent(a);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// What a pod reports comes from bytes the agent (file names, its CLI's
 /// output), the reviewer model or the remote chose: every free-form text is
-/// redacted of credentials ([`crate::secrets`]) before anyone reads it, and
-/// agents' reports are held to their strict form ([`strict_agent`]).
-fn sanitize(result: &mut StepResult) {
+/// redacted of credentials ([`crate::secrets`]) before it leaves the pod
+/// ([`encode_fitting`]) and again before anyone reads it ([`decode`]).
+fn redact_texts(result: &mut StepResult) {
     use crate::secrets::redact_in_place;
     match result {
         StepResult::Prepared(p) => {
@@ -137,9 +158,6 @@ fn sanitize(result: &mut StepResult) {
         }
         StepResult::Collected(c) => {
             redact_all(&mut c.out_of_scope);
-            if let Some(a) = &mut c.agent {
-                strict_agent(a);
-            }
         }
         StepResult::Context(c) => {
             redact_all(&mut c.out_of_scope);
@@ -150,9 +168,6 @@ fn sanitize(result: &mut StepResult) {
             redact_findings(&mut v.findings);
             if let Some(n) = &mut v.task_file_notes {
                 redact_in_place(n);
-            }
-            if let Some(a) = &mut v.reviewer {
-                strict_agent(a);
             }
         }
         StepResult::Published(p) => {

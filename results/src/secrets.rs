@@ -108,6 +108,18 @@ static COMPILED: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
         .collect()
 });
 
+/// A value assigned to a name that says it is secret (`api_key = "..."`,
+/// `"password": "..."`, `TOKEN='...'`): the value is the second group.
+static ASSIGNED: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?i)(api[_-]?key|secret|token|passw(?:or)?d|credential|private[_-]?key|access[_-]?key)[a-z0-9_-]{0,20}["']?\s*[:=]\s*["']([A-Za-z0-9+/=_.~-]{16,})["']"#,
+    )
+    .ok()
+});
+
+/// Least entropy of a value assigned to a secret-sounding name.
+pub const MIN_ASSIGNED_ENTROPY_BITS: f64 = 3.5;
+
 /// Runs of a key alphabet (base64, base64url, base62).
 static TOKENS: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9+/=_-]{32,}").ok());
@@ -153,17 +165,15 @@ fn high_entropy(token: &str) -> bool {
         && entropy(token) >= MIN_ENTROPY_BITS
 }
 
-/// Every credential in `text`, in order of position; overlapping matches
-/// of later rules are left out.
-pub fn find(text: &str) -> Vec<Found> {
-    let mut out: Vec<Found> = Vec::new();
-    let overlaps = |out: &[Found], r: &std::ops::Range<usize>| {
-        out.iter()
-            .any(|f| f.range.start < r.end && r.start < f.range.end)
-    };
+fn overlaps(out: &[Found], r: &std::ops::Range<usize>) -> bool {
+    out.iter()
+        .any(|f| f.range.start < r.end && r.start < f.range.end)
+}
+
+fn known(text: &str, out: &mut Vec<Found>) {
     for (name, re) in COMPILED.iter() {
         for m in re.find_iter(text) {
-            if !overlaps(&out, &m.range()) {
+            if !overlaps(out, &m.range()) {
                 out.push(Found {
                     rule: name,
                     range: m.range(),
@@ -171,12 +181,52 @@ pub fn find(text: &str) -> Vec<Found> {
             }
         }
     }
+}
+
+/// Every credential of a known format in `text` (no entropy judgement).
+pub fn find_known(text: &str) -> Vec<Found> {
+    let mut out = Vec::new();
+    known(text, &mut out);
+    out.sort_by_key(|f| f.range.start);
+    out
+}
+
+/// Every credential in a text a pod reports (a path, a summary, a
+/// message), in order of position: the known formats, then any
+/// high-entropy token; overlapping matches of later rules are left out.
+pub fn find(text: &str) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    known(text, &mut out);
     if let Some(tokens) = TOKENS.as_ref() {
         for m in tokens.find_iter(text) {
             if high_entropy(m.as_str()) && !overlaps(&out, &m.range()) {
                 out.push(Found {
                     rule: "high-entropy-token",
                     range: m.range(),
+                });
+            }
+        }
+    }
+    out.sort_by_key(|f| f.range.start);
+    out
+}
+
+/// Every credential in a line of code or configuration: the known
+/// formats, then a value assigned to a secret-sounding name whose entropy
+/// is at least [`MIN_ASSIGNED_ENTROPY_BITS`]. Bare high-entropy tokens are
+/// not judged here: lock files and checksums are full of them.
+pub fn find_in_code(text: &str) -> Vec<Found> {
+    let mut out: Vec<Found> = Vec::new();
+    known(text, &mut out);
+    if let Some(assigned) = ASSIGNED.as_ref() {
+        for c in assigned.captures_iter(text) {
+            let Some(value) = c.get(2) else { continue };
+            if entropy(value.as_str()) >= MIN_ASSIGNED_ENTROPY_BITS
+                && !overlaps(&out, &value.range())
+            {
+                out.push(Found {
+                    rule: "assigned-secret",
+                    range: value.range(),
                 });
             }
         }
@@ -294,6 +344,30 @@ mod tests {
     fn two_keys_in_one_text_are_both_redacted() {
         let text = "a ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 b AKIAQ3EGRMSW7LXEXAMP c";
         assert_eq!(redact(text).0, "a [redacted] b [redacted] c");
+    }
+
+    #[test]
+    fn code_is_judged_by_known_formats_and_secret_sounding_assignments() {
+        for line in [
+            r#"const TOKEN: &str = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8";"#,
+            r#"api_key = "Zq3vXw9Lm2Kp7Rt4Ys1H""#,
+            r#"  "password": "c0rrect-h0rse-Battery-st4ple","#,
+            r#"export DB_PASSWORD='s3cr3t-V4lue-9x7q'"#,
+            r#"aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY""#,
+        ] {
+            assert_eq!(find_in_code(line).len(), 1, "{line}");
+        }
+        for line in [
+            // Lock files and checksums: high entropy, no secret name.
+            r#""integrity": "sha512-Q7mZ2xV9pL4kT8wR1nB6cY3hJ5fD0gSaQ7mZ2xV9pL4kT8wR1nB6cY3hJ5fD0gSa==","#,
+            "checksum = \"3b18e512dba79e4c8300dd08aeb37f8e728b8dad3b18e512dba79e4c8300dd08\"",
+            // A secret-sounding name with a placeholder of low entropy.
+            r#"password = "aaaaaaaaaaaaaaaaaaaa""#,
+            r#"token: "${GITHUB_TOKEN}""#,
+            "let token = read_token_from_env();",
+        ] {
+            assert_eq!(find_in_code(line), vec![], "{line}");
+        }
     }
 
     #[test]

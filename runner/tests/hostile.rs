@@ -778,6 +778,54 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// A credential the agent adds (in a file, in a file's name) is a reject
+/// finding naming the path and the kind of key, and the key itself is in
+/// neither the termination message nor the log.
+#[test]
+fn context_rejects_a_credential_in_the_change_without_echoing_it() {
+    const KEY: &str = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8";
+    let w = World::new();
+    let p = w.prepare();
+    w.agent_edits();
+    let _ = w.collect(&p.base_commit);
+    commit(&w, |d| {
+        std::fs::write(
+            d.join("src/config.rs"),
+            format!("const TOKEN: &str = \"{KEY}\";\n"),
+        )
+        .unwrap();
+        std::fs::write(d.join(format!("src/{KEY}.txt")), "x\n").unwrap();
+    });
+    let ctx = w.context(&p.base_commit, &[]);
+    let StepResult::Context(report) = &ctx.result else {
+        panic!("{:?}", ctx.result);
+    };
+    let codes: Vec<(&str, Option<&str>)> = report
+        .findings
+        .iter()
+        .filter(|f| f.code.starts_with("credentialIn"))
+        .map(|f| (f.code.as_str(), f.path.as_deref()))
+        .collect();
+    assert!(
+        codes.contains(&("credentialInChange", Some("src/config.rs"))),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&("credentialInPath", Some("src/[redacted].txt"))),
+        "{codes:?}"
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.code == "credentialInChange"
+                && f.severity == Severity::Reject
+                && f.message.contains("github-token"))
+    );
+    assert!(!ctx.message.contains(KEY), "{}", ctx.message);
+    assert!(!ctx.stderr.contains(KEY), "{}", ctx.stderr);
+}
+
 fn check_case(case: &Case) {
     let name = case.name;
     let w = World::new();

@@ -367,3 +367,18 @@ fn an_agent_report_out_of_form_is_ignored_not_fatal() {
         assert_eq!((a.version, a.cost_usd), (None, None));
     }
 }
+
+/// What the pod writes is redacted too: the termination message is also in
+/// the pod's status.
+#[test]
+fn encode_fitting_redacts_before_the_message_leaves_the_pod() {
+    const KEY: &str = "AKIAQ3EGRMSW7LXEXAMP";
+    let r = StepResult::Failed(Failure {
+        step: Step::Publish,
+        reason: FailureReason::InvalidInput,
+        message: format!("the key {KEY} was refused"),
+    });
+    let text = encode_fitting(r).unwrap();
+    assert!(!text.contains(KEY), "{text}");
+    assert!(text.contains("the key [redacted] was refused"), "{text}");
+}

@@ -315,14 +315,40 @@ fn recompute(
     }
 
     let mut patch = Vec::new();
-    diff.print(DiffFormat::Patch, |_, _, line| {
+    let mut credentials: Vec<(String, &'static str, u32)> = Vec::new();
+    diff.print(DiffFormat::Patch, |delta, _, line| {
         if matches!(line.origin(), '+' | '-' | ' ') {
             patch.push(line.origin() as u8);
         }
         patch.extend_from_slice(line.content());
+        // An added line carrying a credential: each (path, rule) once.
+        if line.origin() == '+' && credentials.len() < MAX_CREDENTIAL_FINDINGS {
+            let text = String::from_utf8_lossy(line.content());
+            let path = delta
+                .new_file()
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for found in hermes_results::secrets::find_in_code(&text) {
+                if !credentials
+                    .iter()
+                    .any(|(p, r, _)| *p == path && *r == found.rule)
+                {
+                    credentials.push((path.clone(), found.rule, line.new_lineno().unwrap_or(0)));
+                }
+            }
+        }
         true
     })
     .map_err(|e| invalid(head, &e))?;
+    for (path, rule, line) in credentials {
+        findings.push(finding(
+            Severity::Reject,
+            "credentialInChange",
+            Some(&hermes_results::secrets::redact(&path).0),
+            format!("line {line} adds what looks like a credential ({rule}); it is not shown here"),
+        ));
+    }
 
     Ok((
         DiffStats {
@@ -399,6 +425,9 @@ pub fn is_agent_settings(comps: &[&str]) -> bool {
         .any(|f| last.eq_ignore_ascii_case(f))
 }
 
+/// Most `credentialInChange` findings one change reports.
+const MAX_CREDENTIAL_FINDINGS: usize = 20;
+
 /// Checks a path's components: git's own names (`.git` in any case or NTFS
 /// short form), `.gitmodules`, agent settings, control characters.
 fn path_findings(path: &str, findings: &mut Vec<Finding>) {
@@ -441,6 +470,15 @@ fn path_findings(path: &str, findings: &mut Vec<Finding>) {
             "submodule",
             Some(path),
             ".gitmodules changed (submodules are refused)",
+        ));
+    }
+    // Known formats only: content-addressed file names are random too.
+    if !hermes_results::secrets::find_known(path).is_empty() {
+        findings.push(finding(
+            Severity::Reject,
+            "credentialInPath",
+            Some(&hermes_results::secrets::redact(path).0),
+            "the path's name looks like a credential; it is not shown here",
         ));
     }
     if is_agent_settings(&comps) {
