@@ -226,7 +226,12 @@ pub struct AgentSpec {
     /// the repository.
     #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 1024)))]
     pub command: Vec<String>,
-    /// CPU and memory for the container. Unset: 1 CPU and 2Gi requested and limited.
+    /// CPU, memory and ephemeral storage for the container. Every limit left
+    /// out is filled in: with the request for it, else the default (1 CPU,
+    /// 2Gi memory, 2Gi ephemeral storage). Unset: those limits, CPU and
+    /// memory requested as limited, 256Mi of ephemeral storage requested. A
+    /// pod that goes over its memory or ephemeral-storage limits ends the
+    /// task `ResourceExhausted`, never retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }
@@ -237,7 +242,9 @@ pub struct AgentSpec {
 pub struct RunnerSpec {
     /// Container image of the runner, by digest in production.
     pub image: ImageRef,
-    /// CPU and memory for runner containers. Unset: 250m CPU and 256Mi.
+    /// CPU, memory and ephemeral storage for runner containers, filled in as
+    /// the agent's are (defaults 250m CPU, 256Mi memory, 5Gi ephemeral
+    /// storage: publish clones the base into its scratch space).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 }

@@ -57,6 +57,21 @@ const MODEL_VOLUME: &str = "model-credentials";
 const GATEWAY_VOLUME: &str = "gateway-credential";
 const GIT_CA_VOLUME: &str = "git-ca";
 
+/// Default limits of a runner container: publish's clone needs room
+/// (its scratch emptyDir is 4Gi).
+pub const RUNNER_LIMITS: super::Limits = super::Limits {
+    cpu: "250m",
+    memory: "256Mi",
+    ephemeral: "5Gi",
+};
+
+/// Default limits of the agent and the reviewer.
+pub const AGENT_LIMITS: super::Limits = super::Limits {
+    cpu: "1",
+    memory: "2Gi",
+    ephemeral: "2Gi",
+};
+
 fn secret_volume(volume: &str, secret: &str) -> Volume {
     Volume {
         name: volume.into(),
@@ -114,7 +129,7 @@ fn runner(
     c.command = Some(vec![paths::RUNNER.into()]);
     c.args = Some(args);
     c.volume_mounts = Some(mounts);
-    c.resources = Some(resources(p.runner.resources.as_ref(), "250m", "256Mi"));
+    c.resources = Some(resources(p.runner.resources.as_ref(), RUNNER_LIMITS));
     c.env = Some(vec![env("TMPDIR", "/tmp"), env("RUST_LOG", "info")]);
     c
 }
@@ -217,7 +232,7 @@ fn agent_container(
         mount(SCRATCH_VOLUME, paths::SCRATCH, false),
     ]);
     c.volume_mounts = Some(mounts);
-    c.resources = Some(resources(spec.resources.as_ref(), "1", "2Gi"));
+    c.resources = Some(resources(spec.resources.as_ref(), AGENT_LIMITS));
     let budget = &input.effective.budget;
     let mut vars = vec![
         env("HOME", paths::HOME),

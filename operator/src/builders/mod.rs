@@ -30,7 +30,7 @@ mod network;
 mod storage;
 
 pub use gateway::{credential_secret, credential_secret_name};
-pub use jobs::{PhaseFacts, job, job_name};
+pub use jobs::{AGENT_LIMITS, PhaseFacts, RUNNER_LIMITS, job, job_name};
 pub use network::{
     DENY_POLICY, GUARDED_RANGES, METADATA_ADDRESSES, deny_policy, egress_label, egress_policy,
     excepts, network_policies,
@@ -227,24 +227,61 @@ pub fn container_security() -> SecurityContext {
     }
 }
 
-/// Resources: the profile's, or the given request (equal to the limit).
+/// The ephemeral-storage request of a container whose limit Hermes set:
+/// small, so a node's disk is not reserved whole by tasks that use little.
+pub const EPHEMERAL_REQUEST: &str = "256Mi";
+
+/// Default limits of a container: CPU, memory, ephemeral storage.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// CPU.
+    pub cpu: &'static str,
+    /// Memory.
+    pub memory: &'static str,
+    /// Ephemeral storage (its writable layer, logs; the pod's emptyDirs
+    /// count against the sum of its containers').
+    pub ephemeral: &'static str,
+}
+
+/// Resources: the profile's, with every limit it leaves out filled in, so
+/// no task container runs without a CPU, memory and ephemeral-storage
+/// limit. A missing limit is the profile's request for it (a limit may not
+/// be below its request), else `defaults`'. Without a profile value, CPU
+/// and memory are requested as limited, ephemeral storage
+/// [`EPHEMERAL_REQUEST`].
 pub fn resources(
     from_profile: Option<&ResourceRequirements>,
-    cpu: &str,
-    memory: &str,
+    defaults: Limits,
 ) -> ResourceRequirements {
-    if let Some(r) = from_profile {
-        return r.clone();
+    let mut r = from_profile
+        .cloned()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity(defaults.cpu.into())),
+                ("memory".to_owned(), Quantity(defaults.memory.into())),
+                (
+                    "ephemeral-storage".to_owned(),
+                    Quantity(EPHEMERAL_REQUEST.into()),
+                ),
+            ])),
+            ..ResourceRequirements::default()
+        });
+    let requests = r.requests.clone().unwrap_or_default();
+    let limits = r.limits.get_or_insert_with(BTreeMap::new);
+    for (key, default) in [
+        ("cpu", defaults.cpu),
+        ("memory", defaults.memory),
+        ("ephemeral-storage", defaults.ephemeral),
+    ] {
+        if !limits.contains_key(key) {
+            let value = requests
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| Quantity(default.into()));
+            limits.insert(key.to_owned(), value);
+        }
     }
-    let both = BTreeMap::from([
-        ("cpu".to_owned(), Quantity(cpu.into())),
-        ("memory".to_owned(), Quantity(memory.into())),
-    ]);
-    ResourceRequirements {
-        requests: Some(both.clone()),
-        limits: Some(both),
-        ..ResourceRequirements::default()
-    }
+    r
 }
 
 /// A container with the restricted context and the File termination-message policy.

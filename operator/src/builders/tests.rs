@@ -1042,3 +1042,66 @@ fn the_review_checks_the_built_in_protected_paths_plus_the_profiles() {
     assert!(!got.iter().any(|g| g == ".github/**"), "{got:?}");
     assert_eq!(got.len(), want.len() - 1, "{got:?}");
 }
+
+/// Every container of every phase runs with CPU, memory and
+/// ephemeral-storage limits: the profile's, its requests where it set no
+/// limit, or the defaults.
+#[test]
+fn every_task_container_has_cpu_memory_and_ephemeral_storage_limits() {
+    let t = task(json!({}));
+    let limits_of = |p: &HermesProfileSpec| -> Vec<(String, BTreeMap<String, String>)> {
+        RunPhase::ALL
+            .iter()
+            .flat_map(|phase| {
+                let spec = pod(&build(&t, p, *phase, 1));
+                spec.init_containers
+                    .into_iter()
+                    .flatten()
+                    .chain(spec.containers)
+                    .map(|c| {
+                        let limits = c
+                            .resources
+                            .and_then(|r| r.limits)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect();
+                        (format!("{phase:?}/{}", c.name), limits)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let keys = ["cpu", "ephemeral-storage", "memory"];
+    for (name, limits) in limits_of(&profile()) {
+        assert_eq!(
+            limits.keys().map(String::as_str).collect::<Vec<_>>(),
+            keys,
+            "{name}"
+        );
+    }
+    // A profile that requests without limiting: its requests become limits.
+    let mut p = profile();
+    p.agent.resources = Some(
+        serde_json::from_value(json!({"requests": {"cpu": "3", "memory": "6Gi"}})).expect("r"),
+    );
+    let agent = limits_of(&p)
+        .into_iter()
+        .find(|(n, _)| n == "Implement/agent")
+        .expect("agent");
+    assert_eq!(agent.1["cpu"], "3");
+    assert_eq!(agent.1["memory"], "6Gi");
+    assert_eq!(agent.1["ephemeral-storage"], AGENT_LIMITS.ephemeral);
+    // Its own limits are kept.
+    p.agent.resources = Some(
+        serde_json::from_value(
+            json!({"limits": {"cpu": "2", "memory": "1Gi", "ephemeral-storage": "9Gi"}}),
+        )
+        .expect("r"),
+    );
+    let agent = limits_of(&p)
+        .into_iter()
+        .find(|(n, _)| n == "Implement/agent")
+        .expect("agent");
+    assert_eq!(agent.1["ephemeral-storage"], "9Gi");
+}

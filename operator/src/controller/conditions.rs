@@ -41,6 +41,8 @@ pub mod reasons {
     pub const STEP_FAILED: &str = "StepFailed";
     pub const AGENT_FAILED: &str = "AgentFailed";
     pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    /// A phase's pod ran out of memory or ephemeral storage at its limits.
+    pub const RESOURCE_EXHAUSTED: &str = "ResourceExhausted";
     pub const GATEWAY_NOT_CONFIGURED: &str = "GatewayNotConfigured";
     pub const GATEWAY_UNAVAILABLE: &str = "GatewayUnavailable";
     pub const INFRASTRUCTURE_RETRIES_EXHAUSTED: &str = "InfrastructureRetriesExhausted";

@@ -54,6 +54,16 @@ pub enum JobState {
         /// How the container ended, when it wrote nothing (e.g. OOMKilled).
         why: String,
     },
+    /// Ended by its own use of a resource at the limit the pod sets: a
+    /// container OOM-killed, or the pod evicted for its ephemeral storage (a
+    /// container's limit, an emptyDir's size, the pod's total). The task's
+    /// doing, so never retried.
+    Exhausted {
+        /// Which resource: `memory` or `ephemeral-storage`.
+        resource: &'static str,
+        /// What the node said.
+        why: String,
+    },
     /// Lost to the infrastructure (evicted, node lost, image missing, pod deleted).
     Lost {
         /// What happened.
@@ -573,6 +583,17 @@ impl Decider<'_> {
                     );
                     Stage::Ended
                 }
+            }
+            JobState::Exhausted { resource, why } => {
+                self.fail(
+                    phase,
+                    reasons::RESOURCE_EXHAUSTED,
+                    format!(
+                        "{} ran out of {resource} at its limit ({why}); not retried: the task's own use",
+                        phase.as_str()
+                    ),
+                );
+                Stage::Ended
             }
             JobState::TimedOut => {
                 let limit = self

@@ -327,6 +327,38 @@ fn terminated_message(statuses: Option<&Vec<ContainerStatus>>, name: &str) -> Op
         .clone()
 }
 
+/// What the kubelet says when a pod goes over its own ephemeral-storage
+/// limits (pkg/kubelet/eviction/helpers.go), as opposed to a node short of
+/// disk (`The node was low on resource`), which is the infrastructure's.
+const OWN_STORAGE_EVICTIONS: [&str; 3] = [
+    "exceeded its local ephemeral storage limit",
+    "ephemeral local storage usage exceeds the total limit of containers",
+    "Usage of EmptyDir volume",
+];
+
+/// The pod ended on its own use of a resource: evicted for going over its
+/// ephemeral-storage limits, or a container OOM-killed.
+fn exhausted(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<(&'static str, String)> {
+    let message = status.message.as_deref().unwrap_or_default();
+    if status.reason.as_deref() == Some("Evicted")
+        && OWN_STORAGE_EVICTIONS.iter().any(|m| message.contains(m))
+    {
+        return Some(("ephemeral-storage", message.trim().to_owned()));
+    }
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.reason.as_deref() == Some("OOMKilled"))
+        })
+        .map(|c| ("memory", format!("container {} was OOM-killed", c.name)))
+}
+
 const IMAGE_PROBLEMS: [&str; 4] = [
     "ErrImagePull",
     "ImagePullBackOff",
@@ -388,6 +420,11 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
         // The pod's own activeDeadlineSeconds may fire before the Job's.
         if status.reason.as_deref() == Some("DeadlineExceeded") {
             return JobState::TimedOut;
+        }
+        // Before the disruption check: the kubelet marks its own evictions
+        // as disruptions too, and these are the task's doing.
+        if let Some((resource, why)) = exhausted(status) {
+            return JobState::Exhausted { resource, why };
         }
         let disrupted = status
             .conditions
@@ -550,6 +587,66 @@ mod tests {
                 Some(&pod("Running", ""))
             ),
             JobState::TimedOut
+        );
+    }
+
+    /// The task's own use of a resource (an OOM kill, an eviction for its
+    /// ephemeral-storage limits, as the kubelet words them) is exhausted,
+    /// never lost; a node short of disk is the infrastructure's.
+    #[test]
+    fn the_pods_own_resource_use_is_exhausted_and_a_node_short_of_disk_is_lost() {
+        let evicted = |message: &str| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "t-implement-x"},
+                "status": {
+                    "phase": "Failed", "reason": "Evicted", "message": message,
+                    "conditions": [{"type": "DisruptionTarget", "status": "True",
+                                    "reason": "TerminationByKubelet"}],
+                },
+            }))
+            .expect("pod")
+        };
+        let failed = ended_job("Failed", "BackoffLimitExceeded");
+        for message in [
+            "Container agent exceeded its local ephemeral storage limit \"4Gi\". ",
+            "Pod ephemeral local storage usage exceeds the total limit of containers 6Gi. ",
+            "Usage of EmptyDir volume \"scratch\" exceeds the limit \"256Mi\". ",
+        ] {
+            match job_state(&failed, Some(&evicted(message))) {
+                JobState::Exhausted { resource, why } => {
+                    assert_eq!(resource, "ephemeral-storage");
+                    assert_eq!(why, message.trim());
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            job_state(
+                &failed,
+                Some(&evicted(
+                    "The node was low on resource: ephemeral-storage. "
+                ))
+            ),
+            JobState::Lost { .. }
+        ));
+        let oom: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "t-implement-x"},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [{
+                    "name": "agent", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+                }],
+            },
+        }))
+        .expect("pod");
+        assert_eq!(
+            job_state(&failed, Some(&oom)),
+            JobState::Exhausted {
+                resource: "memory",
+                why: "container agent was OOM-killed".into()
+            }
         );
     }
 

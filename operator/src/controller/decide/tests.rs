@@ -809,3 +809,35 @@ fn an_ignored_agent_report_is_recorded_nowhere_and_warned_about() {
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].warning && warned[0].note.contains("its version is not a version"));
 }
+
+/// A phase that ran out of a resource at its own limits fails at once with
+/// `ResourceExhausted`, naming it: no second attempt (a disk-filling agent
+/// would fill the next one too).
+#[test]
+fn a_phase_that_exhausts_its_resources_fails_without_a_retry() {
+    let obs = observed(vec![
+        ((RunPhase::Prepare, 1), prepared()),
+        (
+            (RunPhase::Implement, 1),
+            JobState::Exhausted {
+                resource: "ephemeral-storage",
+                why: "Usage of EmptyDir volume \"scratch\" exceeds the limit \"256Mi\".".into(),
+            },
+        ),
+    ]);
+    let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+    assert_eq!(phase(&task), Some(TaskPhase::Failed));
+    assert!(
+        plans
+            .iter()
+            .all(|p| p.create_job != Some((RunPhase::Implement, 2)))
+    );
+    let status = task.status.as_ref().expect("status");
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(failed.reason, "ResourceExhausted", "{failed:?}");
+    assert!(failed.message.contains("ephemeral-storage"), "{failed:?}");
+}
