@@ -105,6 +105,29 @@ impl Run {
     }
 }
 
+impl Run {
+    /// What `scenario`'s probe printed (`probe <label> ...` and `key value`
+    /// lines); fails, with the status and the pods' logs, when it did not run.
+    fn probes(&self, scenario: &str, s: &Value) -> std::collections::BTreeMap<String, String> {
+        let seen = probe_results(&self.b.services.model_records(), scenario);
+        assert!(
+            !seen.is_empty(),
+            "the probe did not run: {s:#}\n{}",
+            self.f.pod_logs()
+        );
+        seen
+    }
+}
+
+/// Asserts that the probe of each label got an answer starting with `want`
+/// (`reachable`, `unreachable`).
+fn expect_probes(seen: &std::collections::BTreeMap<String, String>, want: &str, labels: &[&str]) {
+    for label in labels {
+        let got = &seen[&format!("probe {label}")];
+        assert!(got.starts_with(want), "{label}: {got} (all: {seen:#?})");
+    }
+}
+
 fn condition<'a>(s: &'a Value, kind: &str) -> Option<&'a Value> {
     s["conditions"]
         .as_array()?
@@ -281,24 +304,17 @@ async fn the_agent_reaches_only_what_the_profile_allows_and_holds_no_credentials
         return;
     };
     let s = r.end().await;
-    let seen = probe_results(&r.b.services.model_records(), PROBE_SCENARIO);
-    assert!(
-        !seen.is_empty(),
-        "the probe did not run: {s:#}\n{}",
-        r.f.pod_logs()
-    );
+    let seen = r.probes(PROBE_SCENARIO, &s);
     // The model server answers (it is the allowlisted address).
-    assert!(seen["probe allowed"].starts_with("reachable"), "{seen:#?}");
+    expect_probes(&seen, "reachable", &["allowed"]);
     // Nothing else does: a listener on the node, the API server (by its
     // Service address and on the node), the metadata address. curl exits 28
     // on a timeout: the packets are dropped.
-    for label in ["node-other", "api-service", "api-node", "metadata"] {
-        let got = &seen[&format!("probe {label}")];
-        assert!(
-            got.starts_with("unreachable"),
-            "{label}: {got} (all: {seen:#?})"
-        );
-    }
+    expect_probes(
+        &seen,
+        "unreachable",
+        &["node-other", "api-service", "api-node", "metadata"],
+    );
     assert_eq!(seen["uid"], "65532", "{seen:#?}");
     assert_eq!(seen["sa-token"], "absent", "{seen:#?}");
     assert_eq!(seen["rootfs"], "read-only", "{seen:#?}");
@@ -326,25 +342,18 @@ async fn a_rule_open_to_every_address_reaches_neither_the_node_nor_the_api_serve
         return;
     };
     let s = r.end().await;
-    let seen = probe_results(&r.b.services.model_records(), WIDE_PROBE_SCENARIO);
-    assert!(
-        !seen.is_empty(),
-        "the probe did not run: {s:#}\n{}",
-        r.f.pod_logs()
-    );
+    let seen = r.probes(WIDE_PROBE_SCENARIO, &s);
     // The rule is in force: an address outside the cluster answers.
     assert!(
         seen["probe outside"].starts_with("reachable"),
         "{seen:#?}\n{}",
         r.f.ns_kubectl(&["get", "networkpolicies", "-o", "yaml"])
     );
-    for label in ["node", "api-service", "api-node", "link-local"] {
-        let got = &seen[&format!("probe {label}")];
-        assert!(
-            got.starts_with("unreachable"),
-            "{label}: {got} (all: {seen:#?})"
-        );
-    }
+    expect_probes(
+        &seen,
+        "unreachable",
+        &["node", "api-service", "api-node", "link-local"],
+    );
     assert_eq!(s["phase"], "Succeeded", "{s:#}");
 }
 
@@ -789,35 +798,22 @@ async fn behind_the_gateway_the_agent_reaches_listed_names_only_and_never_a_deni
             "{what}: {answer}"
         );
     }
-    let seen = probe_results(&r.b.services.model_records(), GATEWAY_PROBE_SCENARIO);
-    assert!(
-        !seen.is_empty(),
-        "the probe did not run: {s:#}\n{}",
-        r.f.pod_logs()
+    let seen = r.probes(GATEWAY_PROBE_SCENARIO, &s);
+    expect_probes(&seen, "reachable 200", &["forward", "connect"]);
+    expect_probes(
+        &seen,
+        "unreachable",
+        &[
+            "unlisted",
+            "metadata-name",
+            "api-name",
+            "node-name",
+            "loopback-name",
+            "sni-mismatch",
+            "direct",
+            "direct-node",
+        ],
     );
-    for label in ["forward", "connect"] {
-        let got = &seen[&format!("probe {label}")];
-        assert!(
-            got.starts_with("reachable 200"),
-            "{label}: {got} (all: {seen:#?})"
-        );
-    }
-    for label in [
-        "unlisted",
-        "metadata-name",
-        "api-name",
-        "node-name",
-        "loopback-name",
-        "sni-mismatch",
-        "direct",
-        "direct-node",
-    ] {
-        let got = &seen[&format!("probe {label}")];
-        assert!(
-            got.starts_with("unreachable"),
-            "{label}: {got} (all: {seen:#?})"
-        );
-    }
     assert_eq!(seen["dns"], "fails", "{seen:#?}");
     // The model key is nowhere in the agent's pod: no file, no process environment.
     assert_eq!(seen["model-key"], "files [] env 0", "{seen:#?}");
