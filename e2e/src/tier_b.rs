@@ -348,6 +348,26 @@ fn wide_probe_scenario(ip: IpAddr, decoy: u16, outside: u16, link_local: u16) ->
     )
 }
 
+/// A credential of a known format (made up, not any test's Secret) that
+/// [`PLANTED_KEY_SCENARIO`]'s agent plants in file names and contents.
+pub const PLANTED_KEY: &str = "sk-ant-api03-Pl4nt3dK3yZq3vXw9Lm2Kp7Rt4Ys1Hu6Jb8Nc0Df5";
+
+/// An implementer that plants [`PLANTED_KEY`] where status could copy it
+/// from (an in-scope file's name, an out-of-scope file's name) and in a
+/// file's content, then makes implementer-happy's edit.
+pub const PLANTED_KEY_SCENARIO: &str = "implementer-planted-key-tier-b";
+
+fn planted_key_scenario() -> String {
+    bash_then_edit_scenario(
+        "implementer plants a key in file names and contents, then punctuates the greeting",
+        &format!(
+            "mkdir -p docs && echo x > 'src/{PLANTED_KEY}.txt' && echo 'api_token = \"{PLANTED_KEY}\"' > src/leak.env && echo x > 'docs/{PLANTED_KEY}.md'"
+        ),
+        "Plant a key",
+        "{input_tokens: 100, output_tokens: 20}",
+    )
+}
+
 /// The name of the scenario [`wide_probe_scenario`] registers.
 pub const WIDE_PROBE_SCENARIO: &str = "implementer-wide-probe-tier-b";
 
@@ -416,6 +436,7 @@ impl Services {
                 probe_scenario(node_ip, decoy.port()),
             ),
             (KERNEL_SCENARIO.to_owned(), kernel_scenario()),
+            (PLANTED_KEY_SCENARIO.to_owned(), planted_key_scenario()),
             (
                 WIDE_PROBE_SCENARIO.to_owned(),
                 wide_probe_scenario(node_ip, decoy.port(), registry.port(), link_local.port()),

@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use hermes_e2e::tier_b::{
-    Fixture, GATEWAY_PROBE_SCENARIO, GATEWAY_RESTART_SCENARIO, KERNEL_SCENARIO, PROBE_SCENARIO,
-    ProfileOptions, TierB, WIDE_PROBE_SCENARIO, probe_results,
+    Fixture, GATEWAY_PROBE_SCENARIO, GATEWAY_RESTART_SCENARIO, KERNEL_SCENARIO, PLANTED_KEY,
+    PLANTED_KEY_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB, WIDE_PROBE_SCENARIO,
+    probe_results,
 };
 use serde_json::{Value, json};
 
@@ -355,6 +356,60 @@ async fn a_rule_open_to_every_address_reaches_neither_the_node_nor_the_api_serve
         &["node", "api-service", "api-node", "link-local"],
     );
     assert_eq!(s["phase"], "Succeeded", "{s:#}");
+}
+
+/// A key the agent plants in file names and contents, through the real
+/// CLI's Bash tool: review rejects the change by policy (a credential in a
+/// path, in an added line), and the key is in neither the task's status
+/// nor its Events, where the names are shown redacted.
+#[tokio::test]
+async fn a_key_the_agent_plants_is_rejected_and_reaches_neither_status_nor_events() {
+    let Some(r) = Run::start(
+        "planted.git",
+        scenarios(PLANTED_KEY_SCENARIO, "reviewer-approve"),
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Rejected", "{s:#}\n{}", r.f.pod_logs());
+    let found = |path: &str, says: &str| {
+        s["review"]["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| {
+                f["path"] == path
+                    && f["severity"] == "reject"
+                    && f["message"].as_str().is_some_and(|m| m.contains(says))
+            })
+    };
+    assert!(
+        found("src/[redacted].txt", "looks like a credential"),
+        "{s:#}"
+    );
+    assert!(found("src/leak.env", "(anthropic-api-key)"), "{s:#}");
+    assert!(
+        found("docs/[redacted].md", "outside the task's scope"),
+        "{s:#}"
+    );
+    assert!(
+        s["diff"]["outOfScope"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p == "docs/[redacted].md")),
+        "{s:#}"
+    );
+    let status = serde_json::to_string(&s).unwrap();
+    assert!(!status.contains(PLANTED_KEY), "{status}");
+    let events = r.f.ns_kubectl(&["get", "events", "-o", "json"]);
+    assert!(events.contains("greet"), "no events read: {events}");
+    assert!(!events.contains(PLANTED_KEY), "{events}");
+    // Nothing was pushed.
+    assert_eq!(r.remote_main(), r.base);
 }
 
 /// A profile with gVisor's RuntimeClass: every task pod runs under gVisor
