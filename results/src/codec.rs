@@ -95,21 +95,20 @@ fn is_amount(c: &str) -> bool {
 /// An agent's report with a version or cost not of its strict form (or
 /// carrying a credential) is ignored: both dropped, and why recorded.
 fn strict_agent(a: &mut crate::AgentReport) {
-    let why = if a.cost_usd.as_deref().is_some_and(|c| !is_amount(c)) {
-        Some("its cost is not a decimal amount")
+    use crate::Ignored;
+    if a.cost_usd.as_deref().is_some_and(|c| !is_amount(c)) {
+        a.ignored = Some(Ignored::CostNotAnAmount);
     } else if a
         .version
         .as_deref()
         .is_some_and(|v| !is_version(v) || !crate::secrets::find(v).is_empty())
     {
-        Some("its version is not a version")
-    } else {
-        None
-    };
-    if let Some(why) = why {
+        a.ignored = Some(Ignored::VersionNotAVersion);
+    }
+    // Ignored (now, or by the pod's own word): nothing of it is kept.
+    if a.ignored.is_some() {
         a.version = None;
         a.cost_usd = None;
-        a.ignored = Some(why);
     }
 }
 

@@ -162,9 +162,31 @@ pub struct AgentReport {
     pub version: Option<String>,
     /// Set by [`decode`] when the report's free-form fields (version, cost)
     /// are not of their strict form: why. They are then dropped, and the
-    /// operator records nothing of the report (never carried on the wire).
-    #[serde(skip)]
-    pub ignored: Option<&'static str>,
+    /// operator records nothing of the report. Carried on the wire like the
+    /// rest, so a decoded result encodes and decodes to itself (a pod that
+    /// sets it only has its own report ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<Ignored>,
+}
+
+/// Why an agent's report was ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Ignored {
+    /// Its cost is not a decimal amount.
+    CostNotAnAmount,
+    /// Its version is not a version (or carries a credential).
+    VersionNotAVersion,
+}
+
+impl Ignored {
+    /// Why, for a person.
+    pub fn why(self) -> &'static str {
+        match self {
+            Ignored::CostNotAnAmount => "its cost is not a decimal amount",
+            Ignored::VersionNotAVersion => "its version is not a version",
+        }
+    }
 }
 
 /// The result of `collect` (implement pod). Advisory: the operator records it

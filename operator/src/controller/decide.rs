@@ -793,12 +793,15 @@ impl Decider<'_> {
                     );
                     return false;
                 };
-                if let Some(why) = agent.ignored {
+                if let Some(ignored) = agent.ignored {
                     // Never copied: the figures may be as false as the form.
                     self.event(
                         true,
                         "AgentReportIgnored",
-                        format!("the agent's own report of its run was ignored: {why}"),
+                        format!(
+                            "the agent's own report of its run was ignored: {}",
+                            ignored.why()
+                        ),
                     );
                 }
                 let reported = (agent.ignored.is_none()).then(|| UsageFigures {

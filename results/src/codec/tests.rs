@@ -382,3 +382,34 @@ fn encode_fitting_redacts_before_the_message_leaves_the_pod() {
     assert!(!text.contains(KEY), "{text}");
     assert!(text.contains("the key [redacted] was refused"), "{text}");
 }
+
+/// An ignored report is a fixed point like every decoded result: it encodes
+/// with why it was ignored and decodes to itself (the fuzz target's
+/// invariant; its first crash was this case).
+#[test]
+fn an_ignored_report_round_trips_to_itself() {
+    let r = StepResult::Collected(Collected {
+        head_commit: HEAD.into(),
+        commits: 2,
+        diff: DiffStats::default(),
+        out_of_scope: vec!["Makefile".into()],
+        agent: Some(AgentReport {
+            cost_usd: Some("1e9".into()),
+            version: Some("2.1.197".into()),
+            turns: 7,
+            ..AgentReport::default()
+        }),
+        truncated: false,
+    });
+    let once = decode(&encode(&r).unwrap()).unwrap();
+    let again = encode(&once).unwrap();
+    let twice = decode(&again).unwrap();
+    assert_eq!(twice, once);
+    assert_eq!(encode(&twice).unwrap(), again);
+    let StepResult::Collected(c) = twice else {
+        unreachable!()
+    };
+    let a = c.agent.unwrap();
+    assert_eq!(a.ignored, Some(Ignored::CostNotAnAmount));
+    assert_eq!((a.version, a.cost_usd), (None, None));
+}
