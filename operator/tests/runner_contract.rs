@@ -146,6 +146,7 @@ fn every_runner_command_line_in_every_phase_parses() {
                         "collect" => matches!(cli.command, Command::Collect(_)),
                         "context" => matches!(cli.command, Command::Context(_)),
                         "verdict" => matches!(cli.command, Command::Verdict(_)),
+                        "verify" => matches!(cli.command, Command::Verify(_)),
                         "publish" => matches!(cli.command, Command::Publish(_)),
                         "install-runner" => matches!(cli.command, Command::Install(_)),
                         "agent" | "reviewer" => matches!(cli.command, Command::Exec(_)),
@@ -166,5 +167,5 @@ fn every_runner_command_line_in_every_phase_parses() {
             }
         }
     }
-    assert!(parsed >= 72, "parsed {parsed} command lines");
+    assert!(parsed >= 80, "parsed {parsed} command lines");
 }

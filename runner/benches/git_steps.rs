@@ -17,8 +17,9 @@
 //! - prepare (clone of `main` over HTTP with the read user, task branch
 //!   created and checked out) vs `git clone --single-branch --branch main`;
 //! - publish in branch mode (a fresh clone of the remote's base with the
-//!   push user, the reviewed commit's objects copied from the volume
-//!   hash-verified, push) vs `git push` of the same commit from the volume.
+//!   push user, the reviewed commit's objects copied out of the volume
+//!   hash-verified by `verify` and imported from that copy, push) vs
+//!   `git push` of the same commit from the volume.
 //!   Publish fetches the base again by design (it never trusts the volume),
 //!   so this ratio is mostly that fetch.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -119,13 +120,18 @@ fn runner(tmp: &Path, args: &[&str]) -> Duration {
         .unwrap();
     let took = start.elapsed();
     let message = std::fs::read_to_string(&term).unwrap_or_default();
-    let result = hermes_results::decode(&message);
+    // `verify` writes a result only when it fails.
+    let result = if args[0] == "verify" && message.is_empty() {
+        Ok(None)
+    } else {
+        hermes_results::decode(&message).map(Some)
+    };
     assert!(
         out.status.success() && result.is_ok(),
         "runner {args:?}: {result:?}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    if let Ok(hermes_results::StepResult::Published(p)) = &result {
+    if let Ok(Some(hermes_results::StepResult::Published(p))) = &result {
         assert!(p.pushed, "publish did not push: {p:?}");
     }
     took
@@ -259,33 +265,54 @@ fn main() {
         let runner_branch = format!("hermes/bench-runner-{run}");
         let git_branch = format!("hermes/bench-git-{run}");
         let work = t.join(format!("publish-work-{run}"));
+        let verified = t.join(format!("publish-verified-{run}"));
+        let verify_work = t.join(format!("publish-verify-work-{run}"));
         let time_publish = || {
-            let took = runner(
+            // The publish pod: `verify` out of the volume, then `publish`
+            // from the verified copy.
+            let verify = runner(
                 t,
                 &[
-                    "publish",
-                    "--url",
-                    &url,
-                    "--base-ref",
-                    "main",
-                    "--branch",
-                    &runner_branch,
-                    "--mode",
-                    "branch",
+                    "verify",
                     "--repo-dir",
                     &s(&volume),
                     "--base-commit",
                     &base,
                     "--reviewed-commit",
                     &reviewed,
-                    "--credentials-dir",
-                    &s(&push),
+                    "--out-dir",
+                    &s(&verified),
                     "--work-dir",
-                    &s(&work),
-                    "--task-name",
-                    "bench",
+                    &s(&verify_work),
                 ],
             );
+            let took = verify
+                + runner(
+                    t,
+                    &[
+                        "publish",
+                        "--url",
+                        &url,
+                        "--base-ref",
+                        "main",
+                        "--branch",
+                        &runner_branch,
+                        "--mode",
+                        "branch",
+                        "--verified-dir",
+                        &s(&verified),
+                        "--base-commit",
+                        &base,
+                        "--reviewed-commit",
+                        &reviewed,
+                        "--credentials-dir",
+                        &s(&push),
+                        "--work-dir",
+                        &s(&work),
+                        "--task-name",
+                        "bench",
+                    ],
+                );
             let pushed = git(&remote, &["rev-parse", &runner_branch]);
             assert_eq!(pushed, reviewed);
             git(
@@ -315,8 +342,9 @@ fn main() {
             push_cli.push(time_push());
             publish.push(time_publish());
         }
-        std::fs::remove_dir_all(&work).unwrap();
-        std::fs::remove_dir_all(&volume).unwrap();
+        for d in [&work, &verified, &verify_work, &volume] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
     }
 
     let mib = |b: u64| b as f64 / f64::from(1 << 20);

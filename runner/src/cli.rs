@@ -24,7 +24,10 @@ pub enum Command {
     Context(ContextArgs),
     /// Turn the reviewer's output and the policy findings into a verdict.
     Verdict(VerdictArgs),
-    /// Copy the reviewed commit out of the volume, merge or branch, push.
+    /// Copy the reviewed commit's objects out of the volume, verified, with
+    /// no credential and no socket (publish pod, before publish).
+    Verify(VerifyArgs),
+    /// Fetch the base, take in the verified copy, merge or branch, push.
     Publish(PublishArgs),
     /// Print the reviewed change (base..commit) as a patch, reading the volume as data.
     Diff(DiffArgs),
@@ -190,9 +193,10 @@ pub struct PublishArgs {
     /// Merge or branch.
     #[arg(long, value_enum)]
     pub mode: Mode,
-    /// The repo volume (read-only, hostile).
+    /// The verified copy `verify` wrote (read-only; the volume itself is
+    /// not mounted here).
     #[arg(long)]
-    pub repo_dir: PathBuf,
+    pub verified_dir: PathBuf,
     /// The base commit prepare reported.
     #[arg(long)]
     pub base_commit: String,
@@ -218,6 +222,27 @@ pub struct PublishArgs {
     /// The task's name (merge commit trailer).
     #[arg(long)]
     pub task_name: String,
+}
+
+/// `verify` arguments.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The repo volume (read-only, hostile).
+    #[arg(long)]
+    pub repo_dir: PathBuf,
+    /// The base commit prepare reported.
+    #[arg(long)]
+    pub base_commit: String,
+    /// The commit the review approved.
+    #[arg(long)]
+    pub reviewed_commit: String,
+    /// An empty directory for the verified copy, which publish reads.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    /// A writable, empty directory of this step's own (its private
+    /// repository over the volume's objects).
+    #[arg(long)]
+    pub work_dir: PathBuf,
 }
 
 /// `diff` arguments.

@@ -147,6 +147,13 @@ pub enum Error {
     /// The result could not be encoded.
     #[error("encoding the result")]
     Encode(#[source] hermes_results::Error),
+    /// The step could not take the network away from itself.
+    #[error("refusing sockets to this step (seccomp): {0}")]
+    Sandbox(String),
+    /// The verified copy the publish pod's verifying container wrote is not
+    /// what it writes: publish reads nothing of it.
+    #[error("the verified copy is invalid: {0}")]
+    VerifiedCopyInvalid(String),
 }
 
 impl Error {
@@ -168,7 +175,9 @@ impl Error {
             Error::VolumeUnsafe(_) => FailureReason::VolumeUnsafe,
             Error::BranchMissing(_) => FailureReason::BranchMissing,
             Error::CommitMismatch(_) => FailureReason::CommitMismatch,
-            Error::ObjectInvalid { .. } => FailureReason::ObjectsInvalid,
+            Error::ObjectInvalid { .. } | Error::VerifiedCopyInvalid(_) => {
+                FailureReason::ObjectsInvalid
+            }
             Error::MergeConflict { .. } => FailureReason::MergeConflict,
             Error::WriteOutput { .. }
             | Error::Init(_)
@@ -176,7 +185,8 @@ impl Error {
             | Error::Git { .. }
             | Error::TooLarge { .. }
             | Error::Json { .. }
-            | Error::Encode(_) => FailureReason::Internal,
+            | Error::Encode(_)
+            | Error::Sandbox(_) => FailureReason::Internal,
         }
     }
 

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Diff(a) => return diff(hardened, a),
+        Command::Verify(a) => return verify(hardened, a),
         Command::Install(a) => {
             return match hermes_runner::wrap::install(a) {
                 Ok(dest) => {
@@ -122,6 +123,7 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
         }
         Command::ReviewerInstruction
         | Command::Diff(_)
+        | Command::Verify(_)
         | Command::Install(_)
         | Command::Exec(_) => {
             return Err(Error::arg("command", "this command writes no result"));
@@ -148,7 +150,7 @@ fn step_of(command: &Command) -> Step {
         Command::Collect(_) => Step::Collect,
         Command::Context(_) => Step::Context,
         Command::Verdict(_) => Step::Verdict,
-        Command::Publish(_) => Step::Publish,
+        Command::Publish(_) | Command::Verify(_) => Step::Publish,
     }
 }
 
@@ -158,9 +160,37 @@ fn step_named(name: &str) -> Option<Step> {
         "collect" => Step::Collect,
         "context" => Step::Context,
         "verdict" => Step::Verdict,
-        "publish" => Step::Publish,
+        "publish" | "verify" => Step::Publish,
         _ => return None,
     })
+}
+
+/// `verify`: no result of its own on success (the pod's result is
+/// publish's); a failure is publish's failure, in this container's
+/// termination message. Sockets go first, before the volume is read.
+fn verify(hardened: hermes_runner::Result<()>, args: &hermes_runner::cli::VerifyArgs) -> ExitCode {
+    let done = hardened
+        .and_then(|()| hermes_runner::sandbox::no_network())
+        .and_then(|()| steps::verify::run(args));
+    match done {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = e.chain();
+            tracing::error!(reason = ?e.reason(), %message, "step failed");
+            let failure = Failure {
+                step: Step::Publish,
+                reason: e.reason(),
+                message,
+            };
+            match output::write_result(&output::termination_path(), StepResult::Failed(failure)) {
+                Ok(()) => ExitCode::FAILURE,
+                Err(e) => {
+                    tracing::error!(error = %e.chain(), "writing the result");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
 
 /// `diff`: the patch on standard output and nothing else (its reader takes

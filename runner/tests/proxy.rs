@@ -233,6 +233,10 @@ fn prepare_with(f: &Fixture, url: &str, proxy: &Path, repo: &Path, creds: &Path)
 
 fn publish(f: &Fixture, proxy: &Path, base: &str, reviewed: &str) -> Run {
     let w = &f.w;
+    let verified = match w.verify(base, reviewed) {
+        Ok(verified) => verified,
+        Err(failed) => return *failed,
+    };
     let work = w.path("publish-work");
     let _ = std::fs::remove_dir_all(&work);
     w.runner_env(
@@ -246,8 +250,8 @@ fn publish(f: &Fixture, proxy: &Path, base: &str, reviewed: &str) -> Run {
             BRANCH,
             "--mode",
             "merge",
-            "--repo-dir",
-            w.repo_dir().to_str().unwrap(),
+            "--verified-dir",
+            verified.to_str().unwrap(),
             "--base-commit",
             base,
             "--reviewed-commit",

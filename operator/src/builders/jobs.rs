@@ -7,7 +7,14 @@
 //! | prepare   | prepare                                       | rw          | git read |
 //! | implement | install-runner, agent → collect               | rw          | model    |
 //! | review    | context, install-runner, reviewer → verdict   | ro          | model    |
-//! | publish   | publish                                       | ro          | git push |
+//! | publish   | verify → publish                              | ro (verify) | git push (publish) |
+//!
+//! Publish is split in two containers because the volume is hostile: `verify`
+//! mounts it with no Secret and no network (a seccomp filter it installs on
+//! itself) and copies the reviewed range out, hash-checked, into the
+//! `verified` emptyDir; `publish`, which holds the push credential, never
+//! mounts the volume and re-checks every object of that copy in Rust before
+//! libgit2 reads it.
 
 use std::collections::BTreeMap;
 
@@ -56,6 +63,8 @@ const GIT_VOLUME: &str = "git-credentials";
 const MODEL_VOLUME: &str = "model-credentials";
 const GATEWAY_VOLUME: &str = "gateway-credential";
 const GIT_CA_VOLUME: &str = "git-ca";
+const VERIFIED_VOLUME: &str = "verified";
+const VERIFY_TMP_VOLUME: &str = "verify-tmp";
 
 /// Default limits of a runner container: publish's clone needs room
 /// (its scratch emptyDir is 4Gi).
@@ -577,28 +586,57 @@ fn publish(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
         PublishMode::Branch => "branch",
         PublishMode::None => "none",
     };
+    let base_commit = facts.base_commit.clone().unwrap_or_default();
+    let reviewed_commit = facts.reviewed_commit.clone().unwrap_or_default();
+    // verify: the volume (read-only) and nothing else of value; its own
+    // /tmp, so that nothing it leaves there reaches publish.
+    let verify = runner(
+        input,
+        "verify",
+        vec![
+            "verify".into(),
+            "--repo-dir".into(),
+            paths::REPO.into(),
+            "--base-commit".into(),
+            base_commit.clone(),
+            "--reviewed-commit".into(),
+            reviewed_commit.clone(),
+            "--out-dir".into(),
+            format!("{}/copy", paths::VERIFIED),
+            "--work-dir".into(),
+            "/tmp/verify".into(),
+        ],
+        vec![
+            mount(REPO_VOLUME, paths::WORKSPACE, true),
+            mount(VERIFIED_VOLUME, paths::VERIFIED, false),
+            mount(VERIFY_TMP_VOLUME, "/tmp", false),
+        ],
+    );
     let mut args = remote_args("publish", input);
     args.extend([
         "--mode".into(),
         mode.into(),
-        "--repo-dir".into(),
-        paths::REPO.into(),
+        "--verified-dir".into(),
+        format!("{}/copy", paths::VERIFIED),
         "--base-commit".into(),
-        facts.base_commit.clone().unwrap_or_default(),
+        base_commit,
         "--reviewed-commit".into(),
-        facts.reviewed_commit.clone().unwrap_or_default(),
+        reviewed_commit,
         "--work-dir".into(),
         format!("{}/publish", paths::SCRATCH),
         "--task-name".into(),
         input.name().to_owned(),
     ]);
+    // No repo volume here: what publish takes from it is the copy alone.
     let mut mounts = vec![
-        mount(REPO_VOLUME, paths::WORKSPACE, true),
+        mount(VERIFIED_VOLUME, paths::VERIFIED, true),
         mount(SCRATCH_VOLUME, paths::SCRATCH, false),
         mount(TMP_VOLUME, "/tmp", false),
     ];
     let mut volumes = vec![
         repo_volume(input, true),
+        empty_dir(VERIFIED_VOLUME, "4Gi"),
+        empty_dir(VERIFY_TMP_VOLUME, "256Mi"),
         empty_dir(SCRATCH_VOLUME, "4Gi"),
         empty_dir(TMP_VOLUME, "256Mi"),
     ];
@@ -616,7 +654,7 @@ fn publish(input: &BuildInput<'_>, attempt: u32, facts: &PhaseFacts) -> Pod {
         &mut volumes,
     );
     Pod {
-        init: vec![],
+        init: vec![verify],
         main: runner(input, "publish", args, mounts),
         volumes,
     }

@@ -64,6 +64,9 @@ pub mod paths {
     pub const SCRATCH: &str = "/hermes/scratch";
     /// The review bundle: written by `context`, read-only to everything after it.
     pub const BUNDLE: &str = "/hermes/bundle";
+    /// Publish's verified copy: written by `verify` (which mounts the repo
+    /// volume), read-only to `publish` (which does not).
+    pub const VERIFIED: &str = "/hermes/verified";
     /// The runner binary, copied for wrapping the agent's command.
     pub const BIN: &str = "/hermes/bin";
     /// The agent's writable home (CLI configuration).

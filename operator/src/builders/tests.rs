@@ -326,6 +326,74 @@ fn review_and_publish_mount_the_repo_volume_read_only() {
     }
 }
 
+/// Publish's split: the container that reads the hostile volume holds no
+/// Secret, and the one that holds the push credential (and, with the
+/// gateway, its proxy credential) never mounts the volume.
+#[test]
+fn publish_never_mounts_the_volume_where_the_push_credential_is() {
+    let jobs = [
+        build(&task(json!({})), &profile(), RunPhase::Publish, 1),
+        build_with_gateway(RunPhase::Publish, 1).0,
+    ];
+    for job in jobs {
+        let pod = pod(&job);
+        let secrets: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.secret.is_some())
+            .map(|v| v.name.as_str())
+            .collect();
+        assert!(secrets.contains(&"git-credentials"), "{secrets:?}");
+        let verify = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == "verify")
+            .expect("verify");
+        let publish = &pod.containers[0];
+        assert_eq!(publish.name, "publish");
+        let names = |c: &k8s_openapi::api::core::v1::Container| -> Vec<String> {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| m.name.clone())
+                .collect()
+        };
+        let (v, p) = (names(verify), names(publish));
+        assert!(v.contains(&"repo".to_owned()), "{v:?}");
+        assert!(
+            v.iter().all(|m| !secrets.contains(&m.as_str())),
+            "verify mounts a Secret: {v:?}"
+        );
+        assert!(
+            verify.env_from.is_none(),
+            "verify takes environment from elsewhere"
+        );
+        assert!(
+            verify.env.iter().flatten().all(|e| e.value_from.is_none()),
+            "verify reads a Secret through its environment"
+        );
+        assert!(
+            !p.contains(&"repo".to_owned()),
+            "publish mounts the volume: {p:?}"
+        );
+        assert!(p.contains(&"git-credentials".to_owned()), "{p:?}");
+        // verify's /tmp is its own: nothing it leaves there reaches publish.
+        let shared: Vec<&String> = v.iter().filter(|m| p.contains(m)).collect();
+        assert_eq!(shared, vec!["verified"], "volumes both containers mount");
+        let verified_rw = |c: &k8s_openapi::api::core::v1::Container| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == "verified")
+                .and_then(|m| m.read_only)
+        };
+        assert_eq!(verified_rw(verify), Some(false));
+        assert_eq!(verified_rw(publish), Some(true));
+    }
+}
+
 #[test]
 fn job_names_are_deterministic_and_bounded() {
     assert_eq!(job_name("t", RunPhase::Prepare, 1), "t-prepare");

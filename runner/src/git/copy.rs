@@ -1,12 +1,21 @@
-//! Copying the objects of a commit range out of the volume, as data: each
-//! object is read raw, re-hashed and compared with its id, parsed only after
-//! that, and written into the destination object database, which must
-//! produce the same id again.
+//! Copying the objects of a commit range out of the volume, as data, into a
+//! [verified copy](super::verified) (publish's verifying container, which
+//! holds no credential and no socket). Each object is read raw, its kind
+//! checked, re-hashed and compared with its id; commits and trees must pass
+//! the [`strict`](super::strict) checks, whose parse (not libgit2's) names
+//! what they reference.
+//!
+//! What the base commit's tree already holds is not copied: the pushing
+//! container fetches the base from the remote and has those objects. The
+//! base's trees are read from the volume to know their ids; a hash-verified
+//! object with an id is that object, whoever stored it.
 
 use std::collections::HashSet;
 
 use git2::{ObjectType, Odb, Oid, Repository};
 
+use super::strict::{self, EntryKind};
+use super::verified::Writer;
 use crate::{Error, Result};
 
 fn invalid(oid: Oid, problem: impl Into<String>) -> Error {
@@ -18,15 +27,14 @@ fn invalid(oid: Oid, problem: impl Into<String>) -> Error {
 
 struct Copier<'a> {
     src: &'a Odb<'a>,
-    dst: &'a Odb<'a>,
+    dst: &'a mut Writer,
     seen: HashSet<Oid>,
-    copied: usize,
 }
 
 impl Copier<'_> {
-    /// Copies one object; returns its kind, or `None` when `dst` already had it.
+    /// Copies one object; returns its bytes, or `None` when it was seen.
     fn object(&mut self, oid: Oid, expect: ObjectType) -> Result<Option<Vec<u8>>> {
-        if !self.seen.insert(oid) || self.dst.exists(oid) {
+        if !self.seen.insert(oid) {
             return Ok(None);
         }
         let obj = self
@@ -43,49 +51,64 @@ impl Copier<'_> {
         if rehash != oid {
             return Err(invalid(oid, format!("content hashes to {rehash}")));
         }
-        let written = self
-            .dst
-            .write(kind, data)
-            .map_err(|e| invalid(oid, format!("not accepted: {}", e.message())))?;
-        if written != oid {
-            return Err(invalid(oid, "written under another id"));
-        }
-        self.copied += 1;
+        self.dst.put(oid, kind, data)?;
         Ok(Some(data.to_vec()))
     }
 
-    fn tree(&mut self, src_repo: &Repository, oid: Oid) -> Result<()> {
-        if self.object(oid, ObjectType::Tree)?.is_none() {
+    fn tree(&mut self, oid: Oid) -> Result<()> {
+        let Some(data) = self.object(oid, ObjectType::Tree)? else {
             return Ok(());
-        }
-        let tree = src_repo
-            .find_tree(oid)
-            .map_err(|e| invalid(oid, format!("malformed tree: {}", e.message())))?;
-        for entry in tree.iter() {
-            match entry.kind() {
-                Some(ObjectType::Tree) => self.tree(src_repo, entry.id())?,
-                Some(ObjectType::Blob) => {
-                    self.object(entry.id(), ObjectType::Blob)?;
+        };
+        let entries = strict::tree(&data).map_err(|p| invalid(oid, p))?;
+        for (id, kind) in entries {
+            match kind {
+                EntryKind::Tree => self.tree(id)?,
+                EntryKind::Blob => {
+                    self.object(id, ObjectType::Blob)?;
                 }
                 // Gitlinks name commits of other repositories: nothing to copy.
-                Some(ObjectType::Commit) => {}
-                _ => return Err(invalid(oid, "tree entry of an unknown kind")),
+                EntryKind::Gitlink => {}
             }
         }
         Ok(())
     }
 }
 
-/// Copies every object reachable from `tip` and not from `base` from `src`
-/// (the volume, read through a private repository) into `dst`. Returns the
-/// number of objects written.
-pub fn copy_range(src: &Repository, dst: &Repository, tip: Oid, base: Oid) -> Result<usize> {
+/// The ids of every tree and blob of `base`'s tree, read from `src`.
+fn base_tree_ids(src: &Repository, base: Oid) -> Result<HashSet<Oid>> {
+    let commit = src
+        .find_commit(base)
+        .map_err(|e| invalid(base, format!("the base commit: {}", e.message())))?;
+    let mut ids = HashSet::new();
+    let mut stack = vec![commit.tree_id()];
+    while let Some(oid) = stack.pop() {
+        if !ids.insert(oid) {
+            continue;
+        }
+        let tree = src
+            .find_tree(oid)
+            .map_err(|e| invalid(oid, format!("a tree of the base: {}", e.message())))?;
+        for entry in tree.iter() {
+            match entry.kind() {
+                Some(ObjectType::Tree) => stack.push(entry.id()),
+                Some(ObjectType::Blob) => {
+                    ids.insert(entry.id());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Copies every object reachable from `tip` and not from `base` (nor in
+/// `base`'s tree) from `src` (the volume, read through a private repository)
+/// into `dst`.
+pub fn copy_range(src: &Repository, dst: &mut Writer, tip: Oid, base: Oid) -> Result<()> {
     let src_odb = src
         .odb()
         .map_err(Error::git("opening the volume's objects"))?;
-    let dst_odb = dst
-        .odb()
-        .map_err(Error::git("opening the clone's objects"))?;
+    let seen = base_tree_ids(src, base)?;
     let mut walk = src
         .revwalk()
         .map_err(Error::git("walking the reviewed commits"))?;
@@ -95,19 +118,16 @@ pub fn copy_range(src: &Repository, dst: &Repository, tip: Oid, base: Oid) -> Re
         .map_err(|e| invalid(base, e.message().to_owned()))?;
     let mut copier = Copier {
         src: &src_odb,
-        dst: &dst_odb,
-        seen: HashSet::new(),
-        copied: 0,
+        dst,
+        seen,
     };
     for oid in walk {
         let oid = oid.map_err(|e| invalid(tip, format!("walking history: {}", e.message())))?;
-        if copier.object(oid, ObjectType::Commit)?.is_none() {
+        let Some(data) = copier.object(oid, ObjectType::Commit)? else {
             continue;
-        }
-        let commit = src
-            .find_commit(oid)
-            .map_err(|e| invalid(oid, format!("malformed commit: {}", e.message())))?;
-        copier.tree(src, commit.tree_id())?;
+        };
+        let commit = strict::commit(&data).map_err(|p| invalid(oid, p))?;
+        copier.tree(commit.tree)?;
     }
-    Ok(copier.copied)
+    Ok(())
 }

@@ -1,13 +1,16 @@
 //! Safe-git helpers: libgit2 hardening, remotes with in-memory credentials
 //! (directly or through the gateway's egress proxy),
 //! the volume read as data (shape checks, refs parsed by hand, objects
-//! through a private repository), and hash-verified object copies.
+//! through a private repository), and hash-verified object copies handed
+//! from publish's verifying container to its pushing one.
 
 pub mod copy;
 pub mod init;
 pub mod proxy;
 pub mod refs;
 pub mod remote;
+pub mod strict;
+pub mod verified;
 pub mod volume;
 
 use std::path::Path;

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod prepare;
 pub mod publish;
 pub mod verdict;
+pub mod verify;
 
 use std::path::Path;
 

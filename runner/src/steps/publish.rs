@@ -1,20 +1,27 @@
-//! `publish`: fresh clone of the base branch from the remote (push
-//! credentials; fetch and push through the gateway's egress proxy with
-//! `--proxy-dir`), copy the reviewed commit's objects out of the volume as
-//! data (hash-verified; no config, no refs), check ancestry, then merge
-//! (always a merge commit Hermes authors, naming the task and the reviewed
-//! commit; a conflict pushes nothing) or push the task branch. A refused push is a result (`pushed: false`), not a failure.
+//! `publish`: the second half of the publish pod, in the one container that
+//! mounts the push credentials, and it never mounts the repo volume. It takes
+//! in the verified copy `verify` wrote (each object re-checked in Rust before
+//! libgit2 sees it: `git::verified`), fetches the base branch from the remote
+//! (push credentials; through the gateway's egress proxy with `--proxy-dir`),
+//! checks that the reviewed commit is complete and descends from the base,
+//! then merges (always a merge commit Hermes authors, naming the task and the
+//! reviewed commit; a conflict pushes nothing) or pushes the task branch. A
+//! refused push is a result (`pushed: false`), not a failure.
 //!
-//! Checks, in order: the remote base still contains the base commit (it
-//! moved only forward); the reviewed commit descends from the base commit.
+//! Checks, in order: the verified copy is well-formed and holds the reviewed
+//! commit; the remote base still contains the base commit (it moved only
+//! forward); the reviewed commit descends from the base commit; every object
+//! it reaches is in the copy or came from the remote.
 
-use git2::{MergeOptions, Oid, Repository};
+use std::collections::HashSet;
+
+use git2::{MergeOptions, ObjectType, Oid, Repository};
 use hermes_results::{PublishMode, Published};
 
 use crate::cli::{Mode, PublishArgs};
 use crate::credentials::Credentials;
 use crate::git::proxy::Proxy;
-use crate::git::{self, copy, parse_commit_id, remote, volume};
+use crate::git::{self, parse_commit_id, remote, verified};
 use crate::steps::{branch_arg, collect::task_name, empty_dir};
 use crate::{Error, Result};
 
@@ -31,37 +38,25 @@ pub fn run(args: &PublishArgs, creds: &Credentials, proxy: Option<&Proxy>) -> Re
     let reviewed = parse_commit_id("--reviewed-commit", &args.reviewed_commit)?;
     empty_dir("--work-dir", &args.work_dir)?;
 
-    // The volume, as data.
-    let vol = volume::check(&args.repo_dir)?;
-    let src = volume::open_objects(&vol, &args.work_dir.join("volume-objects.git"))?;
-    let unreadable = |oid: Oid| {
-        move |e: git2::Error| {
-            if e.code() == git2::ErrorCode::NotFound {
-                Error::CommitMismatch(format!("commit {oid} is not in the volume's objects"))
-            } else {
-                Error::ObjectInvalid {
-                    oid: oid.to_string(),
-                    problem: e.message().to_owned(),
-                }
-            }
-        }
-    };
-    src.find_commit(reviewed).map_err(unreadable(reviewed))?;
-    if reviewed != base
-        && !src
-            .graph_descendant_of(reviewed, base)
-            .map_err(unreadable(reviewed))?
-    {
+    // The verified copy first, into a clone of this step's own: nothing is
+    // fetched or sent before it checks out.
+    let clone = git::init_private(&args.work_dir.join("clone.git"), true)?;
+    let imported = verified::import(&args.verified_dir, &clone)?;
+    tracing::info!(
+        objects = imported.ids.len(),
+        bytes = imported.bytes,
+        "took in the verified copy"
+    );
+    if reviewed != base && !imported.ids.contains(&reviewed) {
         return Err(Error::CommitMismatch(format!(
-            "the reviewed commit {reviewed} does not descend from the base commit {base}"
+            "the reviewed commit {reviewed} is not in the verified copy"
         )));
     }
 
-    // The fresh clone, from the remote only.
-    let clone = git::init_private(&args.work_dir.join("clone.git"), true)?;
     let remote_base = remote::fetch_branch(&clone, &args.url, &args.base_ref, creds, proxy, false)?;
+    let has_base = clone.odb().is_ok_and(|o| o.exists(base));
     if remote_base != base
-        && !(clone.odb().is_ok_and(|o| o.exists(base))
+        && !(has_base
             && clone
                 .graph_descendant_of(remote_base, base)
                 .unwrap_or(false))
@@ -71,11 +66,16 @@ pub fn run(args: &PublishArgs, creds: &Credentials, proxy: Option<&Proxy>) -> Re
             args.base_ref
         )));
     }
-
-    let copied = copy::copy_range(&src, &clone, reviewed, base)?;
-    tracing::info!(copied, %reviewed, "copied the reviewed objects out of the volume");
-    drop(src);
-    let _ = std::fs::remove_dir_all(args.work_dir.join("volume-objects.git"));
+    if reviewed != base
+        && !clone.graph_descendant_of(reviewed, base).map_err(|e| {
+            Error::CommitMismatch(format!("the reviewed commit {reviewed}: {}", e.message()))
+        })?
+    {
+        return Err(Error::CommitMismatch(format!(
+            "the reviewed commit {reviewed} does not descend from the base commit {base}"
+        )));
+    }
+    complete(&clone, &imported.ids, reviewed, base)?;
 
     let (mode, target, dst) = match args.mode {
         Mode::Branch => (
@@ -119,6 +119,62 @@ pub fn run(args: &PublishArgs, creds: &Credentials, proxy: Option<&Proxy>) -> Re
             }
         }
     })
+}
+
+/// Every object the reviewed commits reach is in the clone: the range's
+/// commits, trees and blobs from the verified copy, the rest fetched from the
+/// remote (complete by the fetch's own checks, so not walked). A copy that
+/// left an object out fails here, before anything is pushed.
+fn complete(repo: &Repository, imported: &HashSet<Oid>, reviewed: Oid, base: Oid) -> Result<()> {
+    let odb = repo
+        .odb()
+        .map_err(Error::git("opening the clone's objects"))?;
+    let missing = |oid: Oid, what: &str| Error::ObjectInvalid {
+        oid: oid.to_string(),
+        problem: format!(
+            "{what} the reviewed commit reaches is neither in the verified copy nor on the remote"
+        ),
+    };
+    let mut walk = repo
+        .revwalk()
+        .map_err(Error::git("walking the reviewed commits"))?;
+    walk.push(reviewed)
+        .map_err(Error::git("walking the reviewed commits"))?;
+    walk.hide(base)
+        .map_err(Error::git("walking the reviewed commits"))?;
+    let mut checked = HashSet::new();
+    for oid in walk {
+        let oid = oid.map_err(|_| missing(reviewed, "a commit"))?;
+        let commit = repo
+            .find_commit(oid)
+            .map_err(|_| missing(oid, "a commit"))?;
+        let mut stack = vec![commit.tree_id()];
+        while let Some(tree_id) = stack.pop() {
+            if !checked.insert(tree_id) {
+                continue;
+            }
+            if !imported.contains(&tree_id) {
+                // Fetched from the remote: complete already.
+                if odb.exists(tree_id) {
+                    continue;
+                }
+                return Err(missing(tree_id, "a tree"));
+            }
+            let tree = repo
+                .find_tree(tree_id)
+                .map_err(|_| missing(tree_id, "a tree"))?;
+            for entry in tree.iter() {
+                match entry.kind() {
+                    Some(ObjectType::Tree) => stack.push(entry.id()),
+                    Some(ObjectType::Blob) if !odb.exists(entry.id()) => {
+                        return Err(missing(entry.id(), "a blob"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Merges the reviewed commit into the remote base with a merge commit, also

@@ -94,6 +94,21 @@ impl World {
 
     /// Runs the runner binary with a clean environment plus `env`.
     pub fn runner_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let (success, stderr, message) = self.exec(args, env);
+        let result = hermes_results::decode(&message).unwrap_or_else(|e| {
+            panic!("runner {args:?} wrote no valid result ({e}): {message:?}\n{stderr}")
+        });
+        Run {
+            success,
+            result,
+            stderr,
+            message,
+        }
+    }
+
+    /// Runs the runner binary; its exit status, standard error and
+    /// termination message (empty when it wrote none).
+    pub fn exec(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         let n = self.runs.get() + 1;
         self.runs.set(n);
         let term = self.path(&format!("termination-{n}"));
@@ -108,15 +123,51 @@ impl World {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let message = std::fs::read_to_string(&term).unwrap_or_default();
+        (out.status.success(), stderr, message)
+    }
+
+    /// `verify` as the publish pod's init container runs it: the volume's
+    /// reviewed range into a fresh verified copy at `publish-verified`.
+    /// `Err` carries its failure (a result, as the pod reports it).
+    pub fn verify(&self, base: &str, reviewed: &str) -> Result<std::path::PathBuf, Box<Run>> {
+        let out = self.path("publish-verified");
+        let work = self.path("publish-verify-work");
+        for d in [&out, &work] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let (success, stderr, message) = self.exec(
+            &[
+                "verify",
+                "--repo-dir",
+                self.repo_dir().to_str().unwrap(),
+                "--base-commit",
+                base,
+                "--reviewed-commit",
+                reviewed,
+                "--out-dir",
+                out.to_str().unwrap(),
+                "--work-dir",
+                work.to_str().unwrap(),
+            ],
+            &[],
+        );
+        if success {
+            assert!(
+                message.is_empty(),
+                "verify wrote a result on success: {message}"
+            );
+            return Ok(out);
+        }
         let result = hermes_results::decode(&message).unwrap_or_else(|e| {
-            panic!("runner {args:?} wrote no valid result ({e}): {message:?}\n{stderr}")
+            panic!("verify failed and wrote no valid result ({e}): {message:?}\n{stderr}")
         });
-        Run {
-            success: out.status.success(),
+        Err(Box::new(Run {
+            success,
             result,
             stderr,
             message,
-        }
+        }))
     }
 
     pub fn remote_ref(&self, name: &str) -> Option<String> {
@@ -253,9 +304,27 @@ impl World {
         ])
     }
 
+    /// The publish pod: `verify`, then (when it passed) `publish` from the
+    /// verified copy.
     pub fn publish(&self, mode: &str, base: &str, reviewed: &str, creds: &Path) -> Run {
+        match self.verify(base, reviewed) {
+            Ok(verified) => self.publish_from(&verified, mode, base, reviewed, creds),
+            Err(failed) => *failed,
+        }
+    }
+
+    /// The pushing container alone, from the verified copy at `verified`.
+    pub fn publish_from(
+        &self,
+        verified: &Path,
+        mode: &str,
+        base: &str,
+        reviewed: &str,
+        creds: &Path,
+    ) -> Run {
         let work = self.path("publish-work");
         let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
         self.runner(&[
             "publish",
             "--url",
@@ -266,8 +335,8 @@ impl World {
             BRANCH,
             "--mode",
             mode,
-            "--repo-dir",
-            self.repo_dir().to_str().unwrap(),
+            "--verified-dir",
+            verified.to_str().unwrap(),
             "--base-commit",
             base,
             "--reviewed-commit",
