@@ -67,6 +67,11 @@ pub struct PrepareArgs {
     /// to the system's roots (the profile's `git.caBundle`).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Seconds libgit2 waits to connect to the remote (or the proxy), and
+    /// for each read or write of it, before the step fails `CloneFailed`
+    /// (1 to 3600).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub network_timeout: u32,
     /// A task file inside the repository, read from the base commit.
     #[arg(long, requires = "task_out")]
     pub task_path: Option<String>,
@@ -216,6 +221,11 @@ pub struct PublishArgs {
     /// to the system's roots (the profile's `git.caBundle`).
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Seconds libgit2 waits to connect to the remote (or the proxy), and
+    /// for each read or write of it, before the step fails `CloneFailed`
+    /// (1 to 3600).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub network_timeout: u32,
     /// A writable, empty directory for the fresh clone.
     #[arg(long)]
     pub work_dir: PathBuf,

@@ -104,6 +104,7 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
     Ok(match command {
         Command::Prepare(a) => {
             git::init::trust(a.ca_file.as_deref())?;
+            git::init::network_timeouts(a.network_timeout)?;
             let creds = Credentials::load(a.credentials_dir.as_deref())?;
             *scrubber = creds.scrubber();
             let proxy = Proxy::load(a.proxy_dir.as_deref(), &a.url)?;
@@ -115,6 +116,7 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
         Command::Verdict(a) => StepResult::Verdict(steps::verdict::run(a)?),
         Command::Publish(a) => {
             git::init::trust(a.ca_file.as_deref())?;
+            git::init::network_timeouts(a.network_timeout)?;
             let creds = Credentials::load(a.credentials_dir.as_deref())?;
             *scrubber = creds.scrubber();
             let proxy = Proxy::load(a.proxy_dir.as_deref(), &a.url)?;

@@ -134,6 +134,61 @@ fn publish_makes_a_merge_commit_when_the_base_moved() {
     );
 }
 
+/// T39: the base branch force-pushed between prepare and publish (its
+/// history rewritten, the base commit no longer in it): publish refuses in
+/// either mode, before it pushes anything, and the rewritten branch stays.
+#[test]
+fn publish_refuses_a_rewritten_base_and_pushes_nothing() {
+    let w = World::new();
+    let p = w.prepare();
+    w.agent_edits();
+    let c = w.collect(&p.base_commit);
+    let side = w.path("rewriter");
+    git(
+        w.tmp.path(),
+        &["clone", "-q", w.remote.to_str().unwrap(), "rewriter"],
+    );
+    std::fs::write(side.join("README.md"), "# demo, rewritten\n").unwrap();
+    git(
+        &side,
+        &["commit", "-q", "-a", "--amend", "-m", "history rewritten"],
+    );
+    git(&side, &["push", "-q", "--force", "origin", "main"]);
+    let rewritten = git(&side, &["rev-parse", "HEAD"]);
+    assert_ne!(rewritten, p.base_commit);
+    for mode in ["merge", "branch"] {
+        let before = w.server.requests().len();
+        let r = w.publish(mode, &p.base_commit, &c.head_commit, &w.push_creds);
+        let StepResult::Failed(f) = &r.result else {
+            panic!("{mode}: {:?}\n{}", r.result, r.stderr)
+        };
+        assert!(!r.success, "{mode}");
+        assert_eq!(
+            f.reason,
+            FailureReason::CommitMismatch,
+            "{mode}: {}",
+            f.message
+        );
+        assert!(f.message.contains("rewritten"), "{mode}: {}", f.message);
+        assert_eq!(
+            w.remote_ref("refs/heads/main"),
+            Some(rewritten.clone()),
+            "{mode}"
+        );
+        assert_eq!(
+            w.remote_refs(),
+            vec!["refs/heads/main".to_owned()],
+            "{mode}"
+        );
+        assert!(
+            w.server.requests()[before..]
+                .iter()
+                .all(|r| !r.path.contains("git-receive-pack")),
+            "{mode}: a push was attempted"
+        );
+    }
+}
+
 #[test]
 fn publish_conflict_fails_and_pushes_nothing() {
     let w = World::new();

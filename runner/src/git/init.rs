@@ -86,3 +86,21 @@ pub fn trust(extra: Option<&Path>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Bounds every network wait of libgit2: `seconds` to connect (TCP, and the
+/// proxy's CONNECT), and `seconds` for each read or write of the remote
+/// (the TLS handshake included) before the fetch or push fails. A remote or
+/// proxy that accepts and then says nothing fails the step in about that
+/// time instead of holding the pod to its deadline.
+///
+/// Must run before any other thread exists, like [`harden`].
+#[allow(unsafe_code)]
+pub fn network_timeouts(seconds: u32) -> Result<()> {
+    let ms = libc::c_int::try_from(u64::from(seconds) * 1000)
+        .map_err(|_| Error::arg("--network-timeout", "too large"))?;
+    // SAFETY: as in `harden`: one thread, before any clone or fetch.
+    unsafe { git2::opts::set_server_connect_timeout_in_milliseconds(ms) }.map_err(Error::Init)?;
+    // SAFETY: as above.
+    unsafe { git2::opts::set_server_timeout_in_milliseconds(ms) }.map_err(Error::Init)?;
+    Ok(())
+}
