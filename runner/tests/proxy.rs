@@ -237,34 +237,10 @@ fn publish(f: &Fixture, proxy: &Path, base: &str, reviewed: &str) -> Run {
         Ok(verified) => verified,
         Err(failed) => return *failed,
     };
-    let work = w.path("publish-work");
-    let _ = std::fs::remove_dir_all(&work);
+    let mut argv = w.publish_argv(&f.url, &verified, "merge", base, reviewed, &w.push_creds);
+    argv.extend(["--proxy-dir".to_owned(), proxy.to_str().unwrap().to_owned()]);
     w.runner_env(
-        &[
-            "publish",
-            "--url",
-            &f.url,
-            "--base-ref",
-            "main",
-            "--branch",
-            BRANCH,
-            "--mode",
-            "merge",
-            "--verified-dir",
-            verified.to_str().unwrap(),
-            "--base-commit",
-            base,
-            "--reviewed-commit",
-            reviewed,
-            "--credentials-dir",
-            w.push_creds.to_str().unwrap(),
-            "--proxy-dir",
-            proxy.to_str().unwrap(),
-            "--work-dir",
-            work.to_str().unwrap(),
-            "--task-name",
-            TASK,
-        ],
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
         &f.env(),
     )
 }

@@ -76,33 +76,17 @@ fn prepare_and_publish_give_up_on_a_remote_that_never_answers() {
     w.agent_edits();
     let c = w.collect(&p.base_commit);
     let verified = w.verify(&p.base_commit, &c.head_commit).unwrap();
-    let work = w.path("silent-publish-work");
-    let start = Instant::now();
-    let r = w.runner(&[
-        "publish",
-        "--url",
+    let mut argv = w.publish_argv(
         &url,
-        "--base-ref",
-        "main",
-        "--branch",
-        BRANCH,
-        "--mode",
+        &verified,
         "merge",
-        "--verified-dir",
-        verified.to_str().unwrap(),
-        "--base-commit",
         &p.base_commit,
-        "--reviewed-commit",
         &c.head_commit,
-        "--credentials-dir",
-        w.push_creds.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-        "--task-name",
-        TASK,
-        "--network-timeout",
-        "2",
-    ]);
+        &w.push_creds,
+    );
+    argv.extend(["--network-timeout".to_owned(), "2".to_owned()]);
+    let start = Instant::now();
+    let r = w.runner(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     assert_timed_out("publish", &r, start.elapsed());
     assert_eq!(w.remote_ref("refs/heads/main"), Some(p.base_commit.clone()));
 }

@@ -322,13 +322,27 @@ impl World {
         reviewed: &str,
         creds: &Path,
     ) -> Run {
+        let argv = self.publish_argv(&self.url, verified, mode, base, reviewed, creds);
+        self.runner(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// `publish`'s command line against `url`, in a fresh `publish-work`.
+    pub fn publish_argv(
+        &self,
+        url: &str,
+        verified: &Path,
+        mode: &str,
+        base: &str,
+        reviewed: &str,
+        creds: &Path,
+    ) -> Vec<String> {
         let work = self.path("publish-work");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
-        self.runner(&[
+        [
             "publish",
             "--url",
-            &self.url,
+            url,
             "--base-ref",
             "main",
             "--branch",
@@ -347,7 +361,9 @@ impl World {
             work.to_str().unwrap(),
             "--task-name",
             TASK,
-        ])
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     /// Files in the canary directory: anything here means planted code ran.
