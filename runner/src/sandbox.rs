@@ -1,7 +1,11 @@
 //! A step's own network, taken away: a seccomp filter, installed by the
 //! runner on itself before it reads a byte of the volume, that refuses every
-//! `socket(2)` and `socketpair(2)` with `EACCES` and `io_uring_setup(2)`
-//! (whose ring can open sockets without the syscall) with `ENOSYS`.
+//! `socket(2)`, `socketpair(2)` and `io_uring_setup(2)` (whose ring can open
+//! sockets without the syscall) with `EACCES`. On x86-64 the same calls by
+//! their x32 numbers are refused too (a kernel that enables the x32 ABI
+//! would otherwise let them through under the same architecture); a call
+//! of another architecture (the i386 `socketcall` entry) kills the process,
+//! as every seccompiler filter does.
 //!
 //! Kubernetes gives a pod one network namespace for all of its containers,
 //! and the NetworkPolicy that lets publish's pushing container reach the
@@ -26,6 +30,17 @@ const REFUSED: [i64; 3] = [
     libc::SYS_io_uring_setup,
 ];
 
+/// The x32 ABI's syscall numbers: the x86-64 ones with this bit set.
+#[cfg(target_arch = "x86_64")]
+const X32_BIT: i64 = 0x4000_0000;
+
+fn refused() -> Vec<i64> {
+    let mut nrs = REFUSED.to_vec();
+    #[cfg(target_arch = "x86_64")]
+    nrs.extend(REFUSED.iter().map(|nr| nr | X32_BIT));
+    nrs
+}
+
 fn failed(problem: impl std::fmt::Display) -> Error {
     Error::Sandbox(problem.to_string())
 }
@@ -34,7 +49,7 @@ fn failed(problem: impl std::fmt::Display) -> Error {
 pub fn no_network() -> Result<()> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(failed)?;
     let rules: BTreeMap<i64, Vec<SeccompRule>> =
-        REFUSED.iter().map(|nr| (*nr, Vec::new())).collect();
+        refused().into_iter().map(|nr| (nr, Vec::new())).collect();
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,

@@ -55,19 +55,24 @@ impl Copier<'_> {
         Ok(Some(data.to_vec()))
     }
 
+    /// Copies a tree and everything under it not seen yet (a stack of its
+    /// own: a crafted tree may nest deeper than the thread's stack).
     fn tree(&mut self, oid: Oid) -> Result<()> {
-        let Some(data) = self.object(oid, ObjectType::Tree)? else {
-            return Ok(());
-        };
-        let entries = strict::tree(&data).map_err(|p| invalid(oid, p))?;
-        for (id, kind) in entries {
-            match kind {
-                EntryKind::Tree => self.tree(id)?,
-                EntryKind::Blob => {
-                    self.object(id, ObjectType::Blob)?;
+        let mut stack = vec![oid];
+        while let Some(oid) = stack.pop() {
+            let Some(data) = self.object(oid, ObjectType::Tree)? else {
+                continue;
+            };
+            let entries = strict::tree(&data).map_err(|p| invalid(oid, p))?;
+            for (id, kind) in entries {
+                match kind {
+                    EntryKind::Tree => stack.push(id),
+                    EntryKind::Blob => {
+                        self.object(id, ObjectType::Blob)?;
+                    }
+                    // Gitlinks name commits of other repositories: nothing to copy.
+                    EntryKind::Gitlink => {}
                 }
-                // Gitlinks name commits of other repositories: nothing to copy.
-                EntryKind::Gitlink => {}
             }
         }
         Ok(())
