@@ -112,8 +112,16 @@ fn run(command: &Command, scrubber: &mut Scrubber) -> Result<StepResult, Error> 
             StepResult::Prepared(steps::prepare::run(a, &creds, proxy.as_ref())?)
         }
         Command::Collect(a) => StepResult::Collected(steps::collect::run(a)?),
-        Command::Context(a) => StepResult::Context(steps::context::run(a)?),
-        Command::Verdict(a) => StepResult::Verdict(steps::verdict::run(a)?),
+        // Steps that read what the agent or the reviewer wrote and need no
+        // network give it up first, as `verify` does.
+        Command::Context(a) => {
+            hermes_runner::sandbox::no_network()?;
+            StepResult::Context(steps::context::run(a)?)
+        }
+        Command::Verdict(a) => {
+            hermes_runner::sandbox::no_network()?;
+            StepResult::Verdict(steps::verdict::run(a)?)
+        }
         Command::Publish(a) => {
             git::init::trust(a.ca_file.as_deref())?;
             git::init::network_timeouts(a.network_timeout)?;
@@ -200,7 +208,10 @@ fn verify(hardened: hermes_runner::Result<()>, args: &hermes_runner::cli::Verify
 /// error and, as plain text, in the termination message.
 fn diff(hardened: hermes_runner::Result<()>, args: &hermes_runner::cli::DiffArgs) -> ExitCode {
     use std::io::Write as _;
-    match hardened.and_then(|()| steps::diff::run(args)) {
+    let done = hardened
+        .and_then(|()| hermes_runner::sandbox::no_network())
+        .and_then(|()| steps::diff::run(args));
+    match done {
         Ok(patch) => {
             let mut out = std::io::stdout().lock();
             match out.write_all(&patch).and_then(|()| out.flush()) {
