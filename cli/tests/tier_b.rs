@@ -209,6 +209,7 @@ async fn a_manual_task_run_diffed_approved_and_logged_through_the_plugin() {
         ("review", "install-runner"),
         ("review", "reviewer"),
         ("review", "verdict"),
+        ("publish", "verify"),
         ("publish", "publish"),
     ]);
     assert_eq!(headers(&logs), all, "{logs}");
