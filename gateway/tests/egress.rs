@@ -482,7 +482,16 @@ async fn plain_http_is_forwarded_in_origin_form_with_its_host() {
     let reply = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("hermes-model-server"), "{reply}");
-    let records = w._model.records();
+    // The server records a request once it has answered it: the reply can
+    // reach the client first.
+    let mut records = w._model.records();
+    for _ in 0..100 {
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        records = w._model.records();
+    }
     assert_eq!(records.len(), 1);
     assert_eq!(
         (records[0].method.as_str(), records[0].path.as_str()),
