@@ -54,12 +54,13 @@ node_healthy() {
 # What the node needs from the machine, checked before anything starts.
 node_preflight() {
   local missing=() c
-  for c in containerd containerd-shim-runc-v2 runc ctr iptables iptables-save ipset conntrack buildah; do
+  for c in containerd containerd-shim-runc-v2 runc ctr iptables iptables-save ipset conntrack buildah mkfs.ext4; do
     command -v "$c" >/dev/null || missing+=("$c")
   done
   [ -x "$CNI_BIN_DIR/bridge" ] || missing+=("containernetworking-plugins")
   [ ${#missing[@]} -eq 0 ] || die "missing for Tier B: ${missing[*]} (scripts/install-deps installs them)"
   [ "$(id -u)" = 0 ] || die "Tier B runs a node: it needs root"
+  [ -e /dev/loop-control ] || die "this machine has no loop devices: the test provisioner mounts each volume from a file"
   [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || die "this kernel has no bridge netfilter (br_netfilter): NetworkPolicies could not be enforced"
 }
 
@@ -399,6 +400,24 @@ node_cleanup_enforcer() {
   for set in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-' || true); do
     ipset destroy "$set" 2>/dev/null || true
   done
+}
+
+# On a node reused: a provisioner started from another build (its binary is
+# keyed by its source) is replaced, so the volumes this checkout's tests make
+# are this checkout's kind. Its state is all in the API and the volumes.
+node_refresh_provisioner() {
+  local pid exe want
+  pid=$(cat "$RUN/hostpath-provisioner.pid" 2>/dev/null) || return 0
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 0
+  want="$(provisioner_bin_dir)/hermes-hostpath-provisioner"
+  [ "$exe" = "$want" ] && return 0
+  [ -x "$want" ] || "$_lib_here/build.sh" tier-b
+  log "restarting hostpath-provisioner: it runs $exe, this checkout builds $want"
+  kill "$pid" 2>/dev/null || true
+  local _
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -9 "$pid" 2>/dev/null || true
+  node_start_provisioner
 }
 
 node_start_provisioner() {

@@ -386,6 +386,69 @@ fn kernel_scenario() -> String {
     )
 }
 
+/// An implementer whose Bash tool allocates (and touches) memory until the
+/// kernel kills it at the agent container's limit, then makes
+/// implementer-happy's edit: the CLI goes on, the phase must not.
+pub const MEMORY_SCENARIO: &str = "implementer-memory-blowup-tier-b";
+
+fn memory_scenario() -> String {
+    bash_then_edit_scenario(
+        "implementer allocates memory without end, then punctuates the greeting",
+        // `tail` keeps the last lines, and /dev/zero has no line end.
+        r#"head -c 3G /dev/zero | tail > /dev/null; echo "memory hog ended $?""#,
+        "Allocate memory",
+        "{input_tokens: 100, output_tokens: 20}",
+    )
+}
+
+/// An implementer whose Bash tool writes past the agent's `/tmp` emptyDir
+/// (1Gi) and waits there, for the kubelet to evict the pod: it measures
+/// volumes once a minute (`volumeStatsAggPeriod`) and judges evictions every
+/// 10 s, so the wait is long (and under the Bash tool's 120 s).
+pub const DISK_FILL_SCENARIO: &str = "implementer-disk-fill-tier-b";
+
+fn disk_fill_scenario() -> String {
+    bash_then_edit_scenario(
+        "implementer fills its scratch space, then punctuates the greeting",
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=1100 2>&1 | tail -n 1; sleep 110; echo still here",
+        "Fill the scratch space",
+        "{input_tokens: 100, output_tokens: 20}",
+    )
+}
+
+/// An implementer whose Bash tool makes implementer-happy's edit, then
+/// fills the repo volume (beside the checkout, so nothing of it is in the
+/// change) until the filesystem says it is full: one large file, then one
+/// block at a time for the crumbs ext4 keeps back from a large write. Its
+/// Edit turn then finds the edit made.
+pub const VOLUME_FILL_SCENARIO: &str = "implementer-volume-fill-tier-b";
+
+fn volume_fill_scenario() -> String {
+    bash_then_edit_scenario(
+        "implementer punctuates the greeting, then fills the repo volume",
+        r#"sed -i 's/echo "Hello $name"/echo "Hello, $name!"/' src/greet.sh
+dd if=/dev/zero of=/workspace/fill bs=1M count=200 2>&1 | tail -n 1
+i=0; while [ $i -lt 20000 ] && printf x > /workspace/crumb$i 2>/dev/null; do i=$((i+1)); done
+echo "crumbs $i"; df -k /workspace | tail -n 1"#,
+        "Fill the repo volume",
+        "{input_tokens: 100, output_tokens: 20}",
+    )
+}
+
+/// An implementer whose Bash tool starts a fork bomb and leaves it running
+/// (it detaches from the tool's shell, so the tool's own timeout cannot
+/// reap it), then makes implementer-happy's edit if it still can.
+pub const FORK_BOMB_SCENARIO: &str = "implementer-fork-bomb-tier-b";
+
+fn fork_bomb_scenario() -> String {
+    bash_then_edit_scenario(
+        "implementer starts a fork bomb, then tries to punctuate the greeting",
+        "setsid bash -c 'b() { b | b & }; b' >/dev/null 2>&1 < /dev/null & sleep 5; echo bombed",
+        "Start a fork bomb",
+        "{input_tokens: 100, output_tokens: 20}",
+    )
+}
+
 impl Services {
     fn start(node_ip: IpAddr) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("hermes-tier-b-{}", std::process::id()));
@@ -445,6 +508,10 @@ impl Services {
                 GATEWAY_RESTART_SCENARIO.to_owned(),
                 gateway_restart_scenario(),
             ),
+            (MEMORY_SCENARIO.to_owned(), memory_scenario()),
+            (DISK_FILL_SCENARIO.to_owned(), disk_fill_scenario()),
+            (FORK_BOMB_SCENARIO.to_owned(), fork_bomb_scenario()),
+            (VOLUME_FILL_SCENARIO.to_owned(), volume_fill_scenario()),
         ];
         let model = Server::start(hermes_model_server::Config {
             listen: format!("{node_ip}:0"),
@@ -623,6 +690,9 @@ impl TierB {
         if let Some(budget) = &profile.budget {
             spec["budget"] = budget.clone();
         }
+        if let Some(size) = profile.volume_size {
+            spec["volume"] = json!({"size": size});
+        }
         if profile.gateway {
             // No key in any task pod: the gateway holds it and forwards to
             // the scripted server; the pods may reach the gateway only.
@@ -684,6 +754,43 @@ impl TierB {
             ns,
             cluster: self.cluster.clone(),
         })
+    }
+
+    /// Adds a commit to the remote repository `name`'s main holding a file
+    /// of `bytes` pseudo-random bytes (they do not compress: the clone
+    /// carries all of them).
+    pub fn grow_repo(&self, name: &str, bytes: usize) -> Result<(), String> {
+        let bare = self.services.git.root().join(name);
+        let work = tempdir_in(self.services.git.root(), &format!("{name}-grow"))?;
+        let bare_path = bare.to_string_lossy().into_owned();
+        let git = |args: &[&str]| fixture::try_git(&work, args).map_err(|e| e.to_string());
+        git(&["clone", "-q", &bare_path, "."])?;
+        // xorshift64*: fast, and no compressor finds a pattern in it.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut data = Vec::with_capacity(bytes + 8);
+        while data.len() < bytes {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            data.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        data.truncate(bytes);
+        let file = work.join("data.bin");
+        std::fs::write(&file, &data).map_err(|e| format!("{}: {e}", file.display()))?;
+        git(&["add", "data.bin"])?;
+        git(&[
+            "-c",
+            "user.name=Seed",
+            "-c",
+            "user.email=seed@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "a large file",
+        ])?;
+        git(&["push", "-q", &bare_path, "main"])?;
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(())
     }
 
     /// A new bare repository on the git remote, seeded with the fixture
@@ -767,6 +874,8 @@ pub struct ProfileOptions {
     /// of every listener the tests run (and 443): what the operator's
     /// excepts must keep from the node, the API server and link-local.
     pub wide_egress: bool,
+    /// The repo volume's size (`volume.size`), if not the default.
+    pub volume_size: Option<&'static str>,
 }
 
 impl ProfileOptions {
@@ -781,6 +890,7 @@ impl ProfileOptions {
             hosts: None,
             git_by_name: false,
             wide_egress: false,
+            volume_size: None,
         }
     }
 

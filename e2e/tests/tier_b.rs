@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use hermes_e2e::tier_b::{
-    Fixture, GATEWAY_PROBE_SCENARIO, GATEWAY_RESTART_SCENARIO, KERNEL_SCENARIO, PLANTED_KEY,
-    PLANTED_KEY_SCENARIO, PROBE_SCENARIO, ProfileOptions, TierB, WIDE_PROBE_SCENARIO,
+    DISK_FILL_SCENARIO, FORK_BOMB_SCENARIO, Fixture, GATEWAY_PROBE_SCENARIO,
+    GATEWAY_RESTART_SCENARIO, KERNEL_SCENARIO, MEMORY_SCENARIO, PLANTED_KEY, PLANTED_KEY_SCENARIO,
+    PROBE_SCENARIO, ProfileOptions, TierB, VOLUME_FILL_SCENARIO, WIDE_PROBE_SCENARIO,
     probe_results,
 };
 use serde_json::{Value, json};
@@ -55,6 +56,18 @@ impl Run {
         publish: Value,
         before_apply: impl FnOnce(&TierB),
     ) -> Option<Self> {
+        Self::start_task(repo, options, review, publish, before_apply, |_| {}).await
+    }
+
+    /// [`Run::start`], with `edit` changing the task before it is applied.
+    async fn start_task(
+        repo: &'static str,
+        options: ProfileOptions,
+        review: Value,
+        publish: Value,
+        before_apply: impl FnOnce(&TierB),
+        edit: impl FnOnce(&mut Value),
+    ) -> Option<Self> {
         let b = TierB::connect().await?;
         let prefix = format!("b-{}", repo.trim_end_matches(".git"));
         let by_name = options.git_by_name;
@@ -65,9 +78,9 @@ impl Run {
         }
         let base = b.remote_rev(repo, "refs/heads/main").unwrap();
         before_apply(&b);
-        f.apply_task(task("greet", &url, review, publish))
-            .await
-            .unwrap();
+        let mut task = task("greet", &url, review, publish);
+        edit(&mut task);
+        f.apply_task(task).await.unwrap();
         Some(Self { b, f, repo, base })
     }
 
@@ -410,6 +423,229 @@ async fn a_key_the_agent_plants_is_rejected_and_reaches_neither_status_nor_event
     assert!(!events.contains(PLANTED_KEY), "{events}");
     // Nothing was pushed.
     assert_eq!(r.remote_main(), r.base);
+}
+
+impl Run {
+    /// The implement Jobs the task has (one per attempt, unless deleted).
+    fn implement_jobs(&self) -> Vec<String> {
+        self.f
+            .ns_kubectl(&[
+                "get",
+                "jobs",
+                "-l",
+                "hermes.dev/phase=implement",
+                "-o",
+                "name",
+            ])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Asserts that no phase ran a second attempt: no Job of one, no
+    /// `InfrastructureRetry` Event.
+    fn expect_no_retry(&self, s: &Value) {
+        let retries = self.f.ns_kubectl(&[
+            "get",
+            "jobs",
+            "-l",
+            "hermes.dev/attempt notin (1)",
+            "-o",
+            "name",
+        ]);
+        assert_eq!(retries.trim(), "", "{s:#}");
+        let events = self.f.ns_kubectl(&["get", "events", "-o", "json"]);
+        assert!(events.contains("greet"), "no events read: {events}");
+        assert!(!events.contains("InfrastructureRetry"), "{events}");
+    }
+
+    /// Asserts that the task failed in implement, on its first attempt,
+    /// with `reason`; that nothing reached the remote; and that the node is
+    /// still Ready.
+    fn expect_implement_failed(&self, s: &Value, reason: &str) {
+        assert_eq!(s["phase"], "Failed", "{s:#}\n{}", self.f.pod_logs());
+        let implemented = condition(s, "Implemented").unwrap_or(&Value::Null);
+        assert_eq!(implemented["reason"], reason, "{s:#}");
+        assert_eq!(condition(s, "Ready").unwrap()["reason"], reason, "{s:#}");
+        assert_eq!(s["attempt"], 1, "{s:#}");
+        self.expect_no_retry(s);
+        assert_eq!(self.remote_main(), self.base);
+        node_ready(&self.b);
+    }
+}
+
+/// Asserts that the node is Ready.
+fn node_ready(b: &TierB) {
+    let out = b.cluster.kubectl([
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    let ready = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(ready.trim(), "True", "the node is not Ready afterwards");
+}
+
+/// A memory blow-up through the real CLI's Bash tool: the kernel kills the
+/// allocating process at the agent container's limit (1Gi here); the CLI
+/// goes on and makes its edit, and the phase still ends
+/// `ResourceExhausted` (memory), once, with nothing published.
+#[tokio::test]
+async fn a_memory_blowup_ends_the_task_resource_exhausted_once() {
+    let Some(r) = Run::start(
+        "memory.git",
+        scenarios(MEMORY_SCENARIO, "reviewer-approve"),
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    r.expect_implement_failed(&s, "ResourceExhausted");
+    let message = condition(&s, "Implemented").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("ran out of memory") && message.contains("OOM-killed"),
+        "{message}"
+    );
+    // The agent's container was an init container: the kubelet left the
+    // pod Pending, and the operator deleted the Job rather than let it hold
+    // the node until its deadline.
+    assert_eq!(r.implement_jobs(), Vec::<String>::new(), "{s:#}");
+}
+
+/// A disk fill of the agent's scratch space (its 1Gi `/tmp` emptyDir)
+/// through the real CLI's Bash tool: the kubelet evicts the pod for its own
+/// use, and the task ends `ResourceExhausted` (ephemeral-storage) with no
+/// infrastructure retry.
+#[tokio::test]
+async fn a_scratch_disk_fill_is_evicted_and_ends_the_task_resource_exhausted_once() {
+    let Some(r) = Run::start(
+        "diskfill.git",
+        scenarios(DISK_FILL_SCENARIO, "reviewer-approve"),
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    r.expect_implement_failed(&s, "ResourceExhausted");
+    let message = condition(&s, "Implemented").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("ran out of ephemeral-storage") && message.contains("EmptyDir"),
+        "{message}"
+    );
+}
+
+/// A disk fill of the repo volume (64Mi here, enforced by the test
+/// provisioner as a real volume's size is): the agent gets ENOSPC, not the
+/// node's disk; `collect` cannot write the change and says the volume is
+/// full, and the task ends `ResourceExhausted`, once.
+#[tokio::test]
+async fn a_repo_volume_fill_ends_the_task_resource_exhausted_once() {
+    let mut options = scenarios(VOLUME_FILL_SCENARIO, "reviewer-approve");
+    options.volume_size = Some("64Mi");
+    let Some(r) = Run::start(
+        "volumefill.git",
+        options,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    r.expect_implement_failed(&s, "ResourceExhausted");
+    let message = condition(&s, "Implemented").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("No space left on device"), "{message}");
+}
+
+/// A repository larger than the repo volume (T38): prepare's clone finds
+/// the filesystem full, and the task ends `ResourceExhausted` in prepare,
+/// once, before any agent runs.
+#[tokio::test]
+async fn a_repository_larger_than_the_volume_ends_prepare_resource_exhausted_once() {
+    let mut options = scenarios("implementer-happy", "reviewer-approve");
+    options.volume_size = Some("32Mi");
+    let Some(r) = Run::start(
+        "toolarge.git",
+        options,
+        json!({"mode": "auto"}),
+        json!({"mode": "merge"}),
+        |b| b.grow_repo("toolarge.git", 48 << 20).unwrap(),
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert_eq!(s["phase"], "Failed", "{s:#}\n{}", r.f.pod_logs());
+    let prepared = condition(&s, "Prepared").unwrap_or(&Value::Null);
+    assert_eq!(prepared["reason"], "ResourceExhausted", "{s:#}");
+    assert!(
+        prepared["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("No space left on device")),
+        "{s:#}"
+    );
+    assert_eq!(s["attempt"], 1, "{s:#}");
+    r.expect_no_retry(&s);
+    assert_eq!(r.implement_jobs(), Vec::<String>::new(), "{s:#}");
+    node_ready(&r.b);
+}
+
+/// A fork bomb through the real CLI's Bash tool, detached from the tool's
+/// shell: the node's `podPidsLimit` holds it to the pod, the task ends
+/// (one implement attempt, whatever the CLI made of its remaining turns),
+/// the container's end takes the bomb with it, and the node stays Ready.
+#[tokio::test]
+async fn a_fork_bomb_is_held_to_its_pod_and_dies_with_it() {
+    let Some(r) = Run::start_task(
+        "forkbomb.git",
+        scenarios(FORK_BOMB_SCENARIO, "reviewer-approve"),
+        json!({"mode": "auto"}),
+        json!({"mode": "none"}),
+        |_| {},
+        |t| t["spec"]["timeouts"] = json!({"implement": "90s"}),
+    )
+    .await
+    else {
+        return;
+    };
+    let s = r.end().await;
+    assert!(
+        ["Succeeded", "Failed", "Rejected"].contains(&s["phase"].as_str().unwrap_or_default()),
+        "{s:#}"
+    );
+    r.expect_no_retry(&s);
+    assert_eq!(r.remote_main(), r.base);
+    // No process of the bomb outlived the pod.
+    let left = std::process::Command::new("pgrep")
+        .args(["-u", "65532", "-f", "b \\| b"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "bomb processes outlived the task: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    node_ready(&r.b);
 }
 
 /// A profile with gVisor's RuntimeClass: every task pod runs under gVisor

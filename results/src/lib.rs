@@ -364,6 +364,10 @@ pub enum FailureReason {
     ObjectsInvalid,
     /// The change does not merge cleanly into the base branch.
     MergeConflict,
+    /// A filesystem the step writes to is full (ENOSPC, EDQUOT): the repo
+    /// volume, or the step's own scratch space. The task's own use: a
+    /// repository larger than the volume, or an agent that filled it.
+    VolumeFull,
     /// Anything else; the message says what.
     Internal,
 }

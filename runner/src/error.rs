@@ -159,6 +159,9 @@ pub enum Error {
 impl Error {
     /// The stable reason the operator turns into a condition.
     pub fn reason(&self) -> FailureReason {
+        if self.out_of_room() {
+            return FailureReason::VolumeFull;
+        }
         match self {
             Error::InvalidArgument { .. } | Error::ReadInput { .. } | Error::Credentials(_) => {
                 FailureReason::InvalidInput
@@ -190,6 +193,27 @@ impl Error {
         }
     }
 
+    /// Whether the step failed because a filesystem it writes to is full
+    /// (ENOSPC, or EDQUOT where quotas apply), whatever it was doing: what
+    /// libgit2 reports carries the system's wording after its own.
+    fn out_of_room(&self) -> bool {
+        let io = |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        let git = |e: &git2::Error| {
+            e.class() == git2::ErrorClass::Os
+                && ["No space left on device", "Disk quota exceeded"]
+                    .iter()
+                    .any(|m| e.message().contains(m))
+        };
+        match self {
+            Error::WriteOutput { source, .. } => io(source),
+            Error::Init(source)
+            | Error::CreateRepo { source, .. }
+            | Error::Fetch { source, .. }
+            | Error::Git { source, .. } => git(source),
+            _ => false,
+        }
+    }
+
     /// The error and its sources, joined: the message for a person.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();
@@ -212,6 +236,63 @@ impl Error {
         Error::InvalidArgument {
             arg,
             problem: problem.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full filesystem is the task's own use, whatever the step was
+    /// doing when it hit it; the wording of another OS error is not.
+    #[test]
+    fn a_full_filesystem_is_volume_full_whatever_the_step_was_doing() {
+        let os = |message: &str| {
+            git2::Error::new(git2::ErrorCode::GenericError, git2::ErrorClass::Os, message)
+        };
+        let full = [
+            Error::Git {
+                op: "writing the index",
+                source: os(
+                    "failed to write '/workspace/repo/.git/index.lock': No space left on device",
+                ),
+            },
+            Error::Fetch {
+                what: "refs/heads/main".into(),
+                source: os("failed to write pack: Disk quota exceeded"),
+            },
+            Error::WriteOutput {
+                what: "--output",
+                path: "/hermes/scratch/out".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
+        ];
+        for e in full {
+            assert_eq!(e.reason(), FailureReason::VolumeFull, "{}", e.chain());
+        }
+        let other = [
+            Error::Git {
+                op: "writing the index",
+                source: os("failed to write '/x': Permission denied"),
+            },
+            Error::Git {
+                op: "reading",
+                // Only the system's own wording, from an OS error, counts.
+                source: git2::Error::new(
+                    git2::ErrorCode::GenericError,
+                    git2::ErrorClass::Reference,
+                    "ref 'No space left on device' not found",
+                ),
+            },
+            Error::WriteOutput {
+                what: "--output",
+                path: "/x".into(),
+                source: std::io::Error::from_raw_os_error(libc::EACCES),
+            },
+        ];
+        for e in other {
+            assert_ne!(e.reason(), FailureReason::VolumeFull, "{}", e.chain());
         }
     }
 }

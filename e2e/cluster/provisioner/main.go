@@ -5,11 +5,14 @@
 // storage classes naming this provisioner, creates PersistentVolume objects
 // and calls Delete on reclaim.
 //
-// A volume is a directory <root>/<pv-name>, created mode 0777 (umask
-// bypassed) so that a non-root pod can write to it whatever its uid; it is
-// exposed as a hostPath PersistentVolume pinned to the node by node
-// affinity. Delete removes the directory (reclaimPolicy Delete, the default
-// of a StorageClass); Retain leaves it. Block volumes are refused.
+// A volume is a filesystem of the claim's size, as a real volume is: a
+// sparse file <root>/<pv-name>.img formatted ext4 and loop-mounted on the
+// directory <root>/<pv-name>, whose root is made mode 0777 so that a
+// non-root pod can write to it whatever its uid. A pod that writes past the
+// size gets ENOSPC, never the node's disk. It is exposed as a hostPath
+// PersistentVolume pinned to the node by node affinity. Delete unmounts it
+// and removes the directory and the file (reclaimPolicy Delete, the default
+// of a StorageClass); Retain leaves them. Block volumes are refused.
 package main
 
 import (
@@ -18,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -46,11 +50,16 @@ func (p *hostPathProvisioner) Provision(_ context.Context, opts controller.Provi
 	if opts.SelectedNodeName != "" && opts.SelectedNodeName != p.node {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("claim is for node %q; this provisioner serves %q", opts.SelectedNodeName, p.node)
 	}
-	dir := filepath.Join(p.root, opts.PVName)
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return nil, controller.ProvisioningFinished, err
+	size, ok := opts.PVC.Spec.Resources.Requests[v1.ResourceStorage]
+	if !ok {
+		return nil, controller.ProvisioningFinished, errors.New("the claim requests no storage size")
 	}
-	if err := os.Chmod(dir, 0o777); err != nil { // MkdirAll is subject to the umask
+	bytes := size.Value()
+	if bytes < minVolumeBytes || bytes > maxVolumeBytes {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("size %s is outside %d MiB..%d GiB", size.String(), minVolumeBytes>>20, maxVolumeBytes>>30)
+	}
+	dir := filepath.Join(p.root, opts.PVName)
+	if err := p.makeFilesystem(dir, bytes); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
 	reclaim := v1.PersistentVolumeReclaimDelete
@@ -88,11 +97,82 @@ func (p *hostPathProvisioner) Delete(_ context.Context, pv *v1.PersistentVolume)
 	if dir == "" || filepath.Dir(dir) != p.root || filepath.Base(dir) != pv.Name {
 		return &controller.IgnoredError{Reason: "not a volume of this provisioner's root " + p.root}
 	}
+	if mounted(dir) {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			return fmt.Errorf("unmounting %s: %v: %s", dir, err, out)
+		}
+	}
 	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.Remove(dir + ".img"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	klog.Infof("deleted %s (%s)", pv.Name, dir)
 	return nil
+}
+
+// The sizes a volume may have: ext4's own floor, and a bound on what a
+// claim may take of the node's disk (the file is sparse, so only what is
+// written takes room).
+const (
+	minVolumeBytes = 16 << 20
+	maxVolumeBytes = 64 << 30
+)
+
+// makeFilesystem makes dir a mounted ext4 filesystem of the given size,
+// backed by the sparse file dir.img, its root mode 0777. A half-made volume
+// is undone.
+func (p *hostPathProvisioner) makeFilesystem(dir string, bytes int64) (err error) {
+	img := dir + ".img"
+	defer func() {
+		if err != nil {
+			if mounted(dir) {
+				_ = exec.Command("umount", dir).Run()
+			}
+			_ = os.RemoveAll(dir)
+			_ = os.Remove(img)
+		}
+	}()
+	f, err := os.OpenFile(img, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(bytes); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// No blocks reserved for root: the pods write as non-root, and the
+	// claim's whole size is theirs.
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-m", "0",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", img).CombinedOutput(); err != nil {
+		return fmt.Errorf("mkfs.ext4 %s: %v: %s", img, err, out)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.Command("mount", "-o", "loop,nosuid,nodev", img, dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("mounting %s: %v: %s", img, err, out)
+	}
+	return os.Chmod(dir, 0o777) // the filesystem's root, once mounted
+}
+
+// mounted says whether dir is a mount point (listed in /proc/self/mounts).
+func mounted(dir string) bool {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 1 && fields[1] == dir {
+			return true
+		}
+	}
+	return false
 }
 
 func main() {

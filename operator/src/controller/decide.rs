@@ -63,6 +63,11 @@ pub enum JobState {
         resource: &'static str,
         /// What the node said.
         why: String,
+        /// Whether the pod was still in its course when it was seen: an init
+        /// container OOM-killed whose exit code was 0 leaves the pod Pending
+        /// (the kubelet starts no next container and fails nothing), so the
+        /// Job must be deleted, or it holds the node until its deadline.
+        running: bool,
     },
     /// Lost to the infrastructure (evicted, node lost, image missing, pod deleted).
     Lost {
@@ -584,7 +589,14 @@ impl Decider<'_> {
                     Stage::Ended
                 }
             }
-            JobState::Exhausted { resource, why } => {
+            JobState::Exhausted {
+                resource,
+                why,
+                running,
+            } => {
+                if *running {
+                    self.plan.delete_jobs.push(job.name.clone());
+                }
                 self.fail(
                     phase,
                     reasons::RESOURCE_EXHAUSTED,
@@ -1217,6 +1229,7 @@ fn failure_reason(r: hermes_results::FailureReason) -> &'static str {
         F::CommitMismatch => "CommitMismatch",
         F::ObjectsInvalid => "ObjectsInvalid",
         F::MergeConflict => "MergeConflict",
+        F::VolumeFull => reasons::RESOURCE_EXHAUSTED,
         F::Internal => reasons::STEP_FAILED,
     }
 }

@@ -345,6 +345,11 @@ fn exhausted(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<(&'static
     {
         return Some(("ephemeral-storage", message.trim().to_owned()));
     }
+    oom_killed(status)
+}
+
+/// A container of the pod that ended `OOMKilled`, whatever its exit code.
+fn oom_killed(status: &k8s_openapi::api::core::v1::PodStatus) -> Option<(&'static str, String)> {
     status
         .init_container_statuses
         .iter()
@@ -388,6 +393,21 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
     // unfinished is read again when the pod's own update arrives (it wakes
     // this task). Deciding now would read an absent termination message as
     // an invalid result, or a failure as a lost pod.
+    // An init container OOM-killed while its exit code was 0 (one process
+    // killed, the container gone on to exit; containerd says `OOMKilled`)
+    // counts as failed to the kubelet, which then starts nothing more and
+    // fails nothing either: the pod stays Pending until its deadline. It is
+    // the phase's end already.
+    if !matches!(pod_phase, Some("Succeeded" | "Failed"))
+        && let Some(status) = status
+        && let Some((resource, why)) = oom_killed(status)
+    {
+        return JobState::Exhausted {
+            resource,
+            why,
+            running: true,
+        };
+    }
     if job_ended && pod.is_some() && !matches!(pod_phase, Some("Succeeded" | "Failed")) {
         return JobState::Running;
     }
@@ -397,6 +417,21 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
         };
     }
     if condition(job, "Complete").is_some() || pod_succeeded {
+        // A process of the container OOM-killed while the container went on
+        // to exit 0 (on cgroup v1 the kernel kills one process, not the
+        // container; containerd still records `OOMKilled`): the phase ran
+        // out of memory at its limit, and what it handed back was made by a
+        // run that lost part of itself. The task's own use, as when the
+        // whole container is killed.
+        if let Some(status) = status
+            && let Some((resource, why)) = oom_killed(status)
+        {
+            return JobState::Exhausted {
+                resource,
+                why,
+                running: false,
+            };
+        }
         return JobState::Succeeded {
             main: terminated_message(
                 status.and_then(|s| s.container_statuses.as_ref()),
@@ -424,7 +459,11 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
         // Before the disruption check: the kubelet marks its own evictions
         // as disruptions too, and these are the task's doing.
         if let Some((resource, why)) = exhausted(status) {
-            return JobState::Exhausted { resource, why };
+            return JobState::Exhausted {
+                resource,
+                why,
+                running: false,
+            };
         }
         let disrupted = status
             .conditions
@@ -613,7 +652,7 @@ mod tests {
             "Usage of EmptyDir volume \"scratch\" exceeds the limit \"256Mi\". ",
         ] {
             match job_state(&failed, Some(&evicted(message))) {
-                JobState::Exhausted { resource, why } => {
+                JobState::Exhausted { resource, why, .. } => {
                     assert_eq!(resource, "ephemeral-storage");
                     assert_eq!(why, message.trim());
                 }
@@ -645,7 +684,64 @@ mod tests {
             job_state(&failed, Some(&oom)),
             JobState::Exhausted {
                 resource: "memory",
-                why: "container agent was OOM-killed".into()
+                why: "container agent was OOM-killed".into(),
+                running: false,
+            }
+        );
+    }
+
+    /// On cgroup v1 the OOM killer takes one process (the agent's test
+    /// run, say) and the container can still exit 0: containerd records
+    /// `OOMKilled` all the same, and the phase's result is not taken. Where
+    /// that container is an init container (the agent's, before collect),
+    /// the kubelet leaves the pod Pending: the phase has ended all the same,
+    /// and its Job is still to be deleted.
+    #[test]
+    fn a_pod_that_succeeded_after_an_oom_kill_is_exhausted() {
+        let pending: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "t-implement-x"},
+            "status": {
+                "phase": "Pending",
+                "initContainerStatuses": [{
+                    "name": "agent", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "reason": "OOMKilled"}},
+                }],
+                "containerStatuses": [{
+                    "name": "collect", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "PodInitializing"}},
+                }],
+            },
+        }))
+        .expect("pod");
+        assert_eq!(
+            job_state(&job(), Some(&pending)),
+            JobState::Exhausted {
+                resource: "memory",
+                why: "container agent was OOM-killed".into(),
+                running: true,
+            }
+        );
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "t-implement-x"},
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [{
+                    "name": "agent", "image": "i", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "reason": "OOMKilled",
+                                             "message": "{}"}},
+                }],
+            },
+        }))
+        .expect("pod");
+        assert_eq!(
+            job_state(&ended_job("Complete", "CompletionsReached"), Some(&pod)),
+            JobState::Exhausted {
+                resource: "memory",
+                why: "container agent was OOM-killed".into(),
+                running: false,
             }
         );
     }

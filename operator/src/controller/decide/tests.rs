@@ -822,6 +822,7 @@ fn a_phase_that_exhausts_its_resources_fails_without_a_retry() {
             JobState::Exhausted {
                 resource: "ephemeral-storage",
                 why: "Usage of EmptyDir volume \"scratch\" exceeds the limit \"256Mi\".".into(),
+                running: false,
             },
         ),
     ]);
@@ -840,4 +841,29 @@ fn a_phase_that_exhausts_its_resources_fails_without_a_retry() {
         .expect("Ready");
     assert_eq!(failed.reason, "ResourceExhausted", "{failed:?}");
     assert!(failed.message.contains("ephemeral-storage"), "{failed:?}");
+}
+
+/// An exhaustion seen while the pod is still in its course (an init
+/// container OOM-killed with exit code 0 leaves it Pending) ends the task
+/// and deletes the Job, which would otherwise hold the node until its
+/// deadline; one already ended keeps its pod for the logs.
+#[test]
+fn an_exhaustion_seen_while_the_pod_is_in_its_course_deletes_the_job() {
+    for running in [true, false] {
+        let obs = observed(vec![
+            ((RunPhase::Prepare, 1), prepared()),
+            (
+                (RunPhase::Implement, 1),
+                JobState::Exhausted {
+                    resource: "memory",
+                    why: "container agent was OOM-killed".into(),
+                    running,
+                },
+            ),
+        ]);
+        let (task, plans) = settle(task(json!({}), json!({})), &obs, &t(0));
+        assert_eq!(phase(&task), Some(TaskPhase::Failed));
+        let deleted = plans.iter().any(|p| !p.delete_jobs.is_empty());
+        assert_eq!(deleted, running, "{plans:?}");
+    }
 }
