@@ -388,11 +388,6 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
     let pod_succeeded = pod_phase == Some("Succeeded");
     let job_ended = condition(job, "Complete").is_some()
         || condition(job, "Failed").is_some_and(|(_, r)| r.as_deref() != Some("DeadlineExceeded"));
-    // The Job and its pods come through two watches, and either can be
-    // ahead: a Job that ended while the pod cache still shows its pod
-    // unfinished is read again when the pod's own update arrives (it wakes
-    // this task). Deciding now would read an absent termination message as
-    // an invalid result, or a failure as a lost pod.
     // An init container OOM-killed while its exit code was 0 (one process
     // killed, the container gone on to exit; containerd says `OOMKilled`)
     // counts as failed to the kubelet, which then starts nothing more and
@@ -408,6 +403,11 @@ pub fn job_state(job: &Job, pod: Option<&Pod>) -> JobState {
             running: true,
         };
     }
+    // The Job and its pods come through two watches, and either can be
+    // ahead: a Job that ended while the pod cache still shows its pod
+    // unfinished is read again when the pod's own update arrives (it wakes
+    // this task). Deciding now would read an absent termination message as
+    // an invalid result, or a failure as a lost pod.
     if job_ended && pod.is_some() && !matches!(pod_phase, Some("Succeeded" | "Failed")) {
         return JobState::Running;
     }
