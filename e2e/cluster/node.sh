@@ -203,13 +203,7 @@ node_up() {
   # A node starts empty: what a crashed or rebooted node left in containerd's
   # metadata is not resumed (the kubelet recreates the pods it should run).
   node_purge_containers
-  # The sandbox image is imported, never pulled.
-  if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(pause_image_ref)"; then
-    ctr -a "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack "$(pause_image_dir)/pause.tar" >/dev/null
-  fi
-  if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(coredns_image_ref)"; then
-    ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$(coredns_image_dir)/coredns.tar" >/dev/null
-  fi
+  node_images
 
   start kubelet "$K8S_BIN/kubelet" \
     --config "$STATE/kubelet.yaml" \
@@ -400,6 +394,18 @@ node_cleanup_enforcer() {
   for set in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-' || true); do
     ipset destroy "$set" 2>/dev/null || true
   done
+}
+
+# The sandbox and DNS images are imported, never pulled. Again on a node
+# reused: under disk pressure the kubelet deletes unused images whatever the
+# GC thresholds say, and without the sandbox image no pod starts.
+node_images() {
+  if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(pause_image_ref)"; then
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack "$(pause_image_dir)/pause.tar" >/dev/null
+  fi
+  if ! ctr -a "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$(coredns_image_ref)"; then
+    ctr -a "$CONTAINERD_SOCK" -n k8s.io images import "$(coredns_image_dir)/coredns.tar" >/dev/null
+  fi
 }
 
 # On a node reused: a provisioner started from another build (its binary is
