@@ -474,6 +474,14 @@ impl Run {
     }
 }
 
+/// The message of the task's `Implemented` condition.
+fn implemented_message(s: &Value) -> String {
+    condition(s, "Implemented").unwrap()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Asserts that the node is Ready.
 fn node_ready(b: &TierB) {
     let out = b.cluster.kubectl([
@@ -505,10 +513,7 @@ async fn a_memory_blowup_ends_the_task_resource_exhausted_once() {
     };
     let s = r.end().await;
     r.expect_implement_failed(&s, "ResourceExhausted");
-    let message = condition(&s, "Implemented").unwrap()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let message = implemented_message(&s);
     assert!(
         message.contains("ran out of memory") && message.contains("OOM-killed"),
         "{message}"
@@ -538,10 +543,7 @@ async fn a_scratch_disk_fill_is_evicted_and_ends_the_task_resource_exhausted_onc
     };
     let s = r.end().await;
     r.expect_implement_failed(&s, "ResourceExhausted");
-    let message = condition(&s, "Implemented").unwrap()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let message = implemented_message(&s);
     assert!(
         message.contains("ran out of ephemeral-storage") && message.contains("EmptyDir"),
         "{message}"
@@ -569,10 +571,7 @@ async fn a_repo_volume_fill_ends_the_task_resource_exhausted_once() {
     };
     let s = r.end().await;
     r.expect_implement_failed(&s, "ResourceExhausted");
-    let message = condition(&s, "Implemented").unwrap()["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let message = implemented_message(&s);
     assert!(message.contains("No space left on device"), "{message}");
 }
 
